@@ -1,0 +1,81 @@
+"""Every Kafka topic authbus uses, with its shape. The major contract version is in the name.
+
+Two kinds of readers:
+- a *group* topic is read by one consumer group (the service's instances share its partitions);
+- a *broadcast* topic is read whole by every instance of the reading service, without a group.
+
+Any service creates the topics it touches at start (idempotent), so a fresh broker needs no
+set-up step; partition counts here are the defaults for a new cluster (see docs/contracts.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    purpose: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+# api -> authz (group "authz"): VerifyCredential, keyed by a hash of the credential's identity.
+AUTH_VERIFY = TopicSpec(
+    "auth.verify.v1", 12, "credential checks asked of authz", {"retention.ms": str(HOUR_MS)}
+)
+# admin CLI / api -> authz (group "authz"): management commands (create account, issue token).
+AUTHZ_COMMANDS = TopicSpec(
+    "authz.commands.v1", 6, "management commands for authz", {"retention.ms": str(DAY_MS)}
+)
+# authz -> the asking instance: replies to both topics above (see docs/adr/0004).
+REPLIES = TopicSpec(
+    "authbus.replies.v1",
+    32,
+    "replies, one reader partition per asking instance",
+    {"retention.ms": str(HOUR_MS)},
+)
+# authz -> every api (broadcast, compacted): public keys (JWT verification, credential sealing).
+AUTHZ_KEYS = TopicSpec(
+    "authz.keys.v1",
+    1,
+    "authz public keys, compacted by key id",
+    {"cleanup.policy": "compact"},
+)
+# authz -> every api (broadcast): what turns a valid credential invalid (revocations...).
+AUTH_CHANGES = TopicSpec(
+    "auth.changes.v1", 3, "credential and account changes", {"retention.ms": str(7 * DAY_MS)}
+)
+# authz -> any consumer: audit events (SPEC V1).
+AUTH_AUDIT = TopicSpec(
+    "auth.audit.v1", 3, "audit trail of auth events", {"retention.ms": str(30 * DAY_MS)}
+)
+# api -> ratelimit (group "ratelimit"): hits, keyed by limit key so one owner counts a key.
+RATELIMIT_HITS = TopicSpec(
+    "ratelimit.hits.v1",
+    12,
+    "hits counted by the owner of the limit key",
+    {"retention.ms": str(HOUR_MS)},
+)
+# ratelimit -> every api (broadcast): who is over, until when.
+RATELIMIT_DECISIONS = TopicSpec(
+    "ratelimit.decisions.v1",
+    3,
+    "rate decisions for the api instances",
+    {"retention.ms": str(HOUR_MS)},
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    AUTH_VERIFY,
+    AUTHZ_COMMANDS,
+    REPLIES,
+    AUTHZ_KEYS,
+    AUTH_CHANGES,
+    AUTH_AUDIT,
+    RATELIMIT_HITS,
+    RATELIMIT_DECISIONS,
+)

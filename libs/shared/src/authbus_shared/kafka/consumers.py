@@ -1,0 +1,268 @@
+"""Reading Kafka: a group consumer that commits after handling, and a broadcast reader.
+
+Both hand each message, decoded into an `Envelope`, to a handler, and track whether they have
+caught up: the end offsets are taken when partitions are (re)assigned, and the reader is caught
+up once its positions reach them. Readiness (SPEC S5) uses that.
+
+Error boundary (STYLE 5): a message that is not an envelope, or whose contract is unknown, is
+counted as `undecodable` and skipped (a poison message must not stall a partition). A handler
+that raises is counted under `<svc>_kafka_errors_total{stage="handler"}` with the error class
+and logged with its traceback; the message is then treated as handled. Handlers answer their
+own failures (a request gets a `RequestFailed` reply), so raising is reserved for bugs, which
+are logged loudly rather than crash-looping every instance on the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from authbus_shared.contracts.envelope import Envelope, MessageDecodeError, decode, utcnow
+from authbus_shared.kafka.admin import partitions_of
+from authbus_shared.kafka.metrics import KafkaMetrics
+from authbus_shared.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+StartAt = Literal["beginning", "end"] | timedelta
+
+
+@dataclass
+class CatchUp:
+    """Which partitions still have to be read up to the offset they had at assignment."""
+
+    targets: dict[TopicPartition, int] = field(default_factory=dict)
+    assigned: bool = False
+
+    def expect(
+        self, targets: dict[TopicPartition, int], positions: dict[TopicPartition, int]
+    ) -> None:
+        self.targets = {tp: end for tp, end in targets.items() if positions.get(tp, 0) < end}
+        self.assigned = True
+
+    def advance(self, tp: TopicPartition, next_offset: int) -> None:
+        target = self.targets.get(tp)
+        if target is not None and next_offset >= target:
+            del self.targets[tp]
+
+    def remaining(self, positions: dict[TopicPartition, int]) -> int:
+        return sum(max(0, end - positions.get(tp, 0)) for tp, end in self.targets.items())
+
+    @property
+    def done(self) -> bool:
+        return self.assigned and not self.targets
+
+
+class _Reader:
+    """What both readers share: the read loop, decoding, error counting, catch-up."""
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, handler: Handler, metrics: KafkaMetrics, name: str
+    ) -> None:
+        self._consumer = consumer
+        self._handler = handler
+        self._metrics = metrics
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self.catch_up = CatchUp()
+
+    @property
+    def caught_up(self) -> bool:
+        return self.catch_up.done
+
+    def _run(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    @property
+    def alive(self) -> bool:
+        """False once the read loop has died (liveness): the process should be restarted."""
+        return self._task is None or not self._task.done() or self._task.cancelled()
+
+    async def _loop(self) -> None:
+        try:
+            while True:
+                batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+                if not batch:
+                    continue
+                await self._handle_batch(batch)
+                for tp, records in batch.items():
+                    self.catch_up.advance(tp, records[-1].offset + 1)
+                await self._after_batch({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._metrics.errors.labels(stage="consume", error=type(exc).__name__).inc()
+            log.exception("read loop died", reader=self._name)
+            raise
+
+    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        for tp, records in batch.items():
+            for record in records:
+                await self._handle_one(tp.topic, record.value)
+
+    async def _handle_one(self, topic: str, raw: bytes | None) -> None:
+        try:
+            envelope = decode(raw)
+        except MessageDecodeError as exc:
+            self._metrics.consumed.labels(topic=topic, result="undecodable").inc()
+            log.warning("undecodable message skipped", topic=topic, reason=str(exc))
+            return
+        try:
+            await self._handler(envelope)
+        except MessageDecodeError as exc:
+            self._metrics.consumed.labels(topic=topic, result="undecodable").inc()
+            log.warning("message skipped", topic=topic, type=envelope.type, reason=str(exc))
+        except Exception as exc:
+            self._metrics.consumed.labels(topic=topic, result="failed").inc()
+            self._metrics.errors.labels(stage="handler", error=type(exc).__name__).inc()
+            log.exception("handler failed", topic=topic, type=envelope.type, id=envelope.id)
+        else:
+            self._metrics.consumed.labels(topic=topic, result="handled").inc()
+
+    async def _after_batch(self, next_offsets: dict[TopicPartition, int]) -> None:
+        """Hook: the group consumer commits here."""
+
+
+class GroupConsumer(_Reader):
+    """A member of consumer group `group_id` over `topics`.
+
+    The messages of one fetched batch are handled concurrently (at most `concurrency` at once),
+    and the batch's offsets are committed only when all are handled: at-least-once, so handlers
+    must be idempotent. A new group starts from the earliest offset. Readiness: caught up with
+    the partitions of the latest assignment (an instance with no partition is caught up).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        topics: Iterable[str],
+        handler: Handler,
+        metrics: KafkaMetrics,
+        client_id: str,
+        concurrency: int = 16,
+    ) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=client_id,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            request_timeout_ms=max(settings.request_timeout_ms, 40_000),
+        )
+        super().__init__(consumer, handler, metrics, f"consumer-{group_id}")
+        self._topics = list(topics)
+        self._limit = asyncio.Semaphore(concurrency)
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
+        self._run()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        async def one(topic: str, raw: bytes | None) -> None:
+            async with self._limit:
+                await self._handle_one(topic, raw)
+
+        await asyncio.gather(*(one(tp.topic, r.value) for tp, rs in batch.items() for r in rs))
+
+    async def _after_batch(self, next_offsets: dict[TopicPartition, int]) -> None:
+        await self._consumer.commit(next_offsets)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}
+        positions = {}
+        for tp in assigned:
+            positions[tp] = await self._consumer.position(tp)
+        self.catch_up.expect(ends, positions)
+        log.info(
+            "partitions assigned", partitions=sorted(f"{t.topic}/{t.partition}" for t in assigned)
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: GroupConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._owner._on_assigned(assigned)
+
+
+class BroadcastReader(_Reader):
+    """Reads every partition of `topics`, without a group: each instance sees every message.
+
+    `start_at`: `beginning` (compacted state topics), `end` (only what happens from now), or a
+    `timedelta` (what happened in that last stretch of time, e.g. the longest rate window).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        topics: Iterable[str],
+        handler: Handler,
+        metrics: KafkaMetrics,
+        client_id: str,
+        start_at: StartAt,
+    ) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+        )
+        self._topics = list(topics)
+        super().__init__(consumer, handler, metrics, f"broadcast-{'+'.join(self._topics)}")
+        self._start_at = start_at
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        tps = [
+            TopicPartition(topic, p)
+            for topic in self._topics
+            for p in await partitions_of(self._consumer, topic)
+        ]
+        if not tps:
+            raise RuntimeError(f"no partitions for {self._topics}: topics missing?")
+        self._consumer.assign(tps)
+        await self._seek(tps)
+        positions = {tp: await self._consumer.position(tp) for tp in tps}
+        self.catch_up.expect(await self._consumer.end_offsets(tps), positions)
+        self._run()
+
+    async def _seek(self, tps: list[TopicPartition]) -> None:
+        if self._start_at == "beginning":
+            await self._consumer.seek_to_beginning(*tps)
+        elif self._start_at == "end":
+            await self._consumer.seek_to_end(*tps)
+        else:
+            since_ms = int((utcnow() - self._start_at).timestamp() * 1000)
+            found = await self._consumer.offsets_for_times({tp: since_ms for tp in tps})
+            for tp in tps:
+                hit = found.get(tp)
+                if hit is None:
+                    await self._consumer.seek_to_end(tp)
+                else:
+                    self._consumer.seek(tp, hit.offset)

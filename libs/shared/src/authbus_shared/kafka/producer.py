@@ -1,0 +1,71 @@
+"""The one way authbus produces: `acks="all"`, idempotence on, linger chosen by settings.
+
+aiokafka's defaults are `acks=1` and no idempotence; a message the broker acknowledged under
+those can still be lost on a leader change, so they are set explicitly here (DESIGN, Kafka).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+
+from authbus_shared.contracts.envelope import Envelope, encode
+from authbus_shared.kafka.metrics import KafkaMetrics
+from authbus_shared.settings import KafkaSettings
+
+Key = str | bytes | None
+
+
+def _key_bytes(key: Key) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Publisher:
+    def __init__(self, settings: KafkaSettings, *, client_id: str, metrics: KafkaMetrics) -> None:
+        self._metrics = metrics
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=settings.linger_ms,
+            request_timeout_ms=settings.request_timeout_ms,
+        )
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        await self._producer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self._producer.stop()  # flushes what is buffered
+
+    async def publish(
+        self, topic: str, envelope: Envelope, *, key: Key = None, partition: int | None = None
+    ) -> None:
+        """Send and wait for the broker's acknowledgement (all in-sync replicas)."""
+        await self.enqueue(topic, envelope, key=key, partition=partition)
+
+    def enqueue(
+        self, topic: str, envelope: Envelope, *, key: Key = None, partition: int | None = None
+    ) -> asyncio.Future[None]:
+        """Send without waiting: returns a future that resolves on acknowledgement. Lets a
+        caller put many messages in one batch (linger) and wait for them together."""
+        return asyncio.ensure_future(self._send(topic, envelope, key, partition))
+
+    async def _send(self, topic: str, envelope: Envelope, key: Key, partition: int | None) -> None:
+        try:
+            await self._producer.send_and_wait(
+                topic, encode(envelope), key=_key_bytes(key), partition=partition
+            )
+        except Exception as exc:
+            self._metrics.errors.labels(stage="produce", error=type(exc).__name__).inc()
+            raise
+        self._metrics.produced.labels(topic=topic).inc()

@@ -1,0 +1,144 @@
+"""The api's HTTP surface: the management API under `/v0` (SPEC G1; who-am-I for now), the
+JWKS, probes and metrics, and the one place where errors become HTTP answers (E1, E2)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from authbus_api.core.errors import Error, render
+from authbus_api.gate import ApiError, Gate, rate_headers
+from authbus_api.metrics import ApiMetrics
+from authbus_shared.authz_client import AuthzKeys
+from authbus_shared.ops import OPS_PATHS, ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger(__name__)
+
+STATUS_ERRORS = {
+    400: Error.BAD_REQUEST,
+    401: Error.MISSING_TOKEN,
+    403: Error.FORBIDDEN,
+    404: Error.NOT_FOUND,
+    405: Error.METHOD_NOT_ALLOWED,
+    418: Error.NOT_RELEASED,
+    429: Error.TOO_MANY_REQUESTS,
+    503: Error.UNAVAILABLE,
+}
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Me(BaseModel):
+    """The authenticated account, as the credential sees it."""
+
+    id: str
+    email: str
+    locale: str | None
+    scopes: list[str]
+    auth_method: str
+
+
+def error_response(
+    error: Error, request: Request, headers: dict[str, str] | None = None
+) -> Response:
+    request_id = uuid.uuid4().hex if error is Error.INTERNAL else None
+    rendered = render(error, request.headers.get("accept"), request_id=request_id)
+    return Response(
+        rendered.body,
+        status_code=rendered.status,
+        media_type=rendered.content_type,
+        headers=headers,
+    )
+
+
+def create_app(gate: Gate, keys: AuthzKeys) -> FastAPI:
+    app = FastAPI(
+        title="authbus",
+        version="0.1.0",
+        summary="Authentication and rate limiting at the front door of an HTTP API.",
+        openapi_url="/v0/openapi.json",
+        docs_url="/v0/docs",
+        redoc_url=None,
+        default_response_class=ORJSONResponse,
+    )
+
+    @app.get("/v0/me", tags=["account"], responses={401: {}, 429: {}, 503: {}})
+    async def who_am_i(request: Request, response: Response) -> Me:
+        """Who the credential in `Authorization` belongs to (Bearer or Basic)."""
+        who = await gate.authenticate(request.headers.get("authorization"))
+        response.headers.update(rate_headers(gate.limit(who.account.id)))
+        return Me(
+            id=who.account.id,
+            email=who.account.email,
+            locale=who.account.locale,
+            scopes=list(who.scopes),
+            auth_method=who.method.value,
+        )
+
+    @app.get("/.well-known/jwks.json", tags=["keys"])
+    async def jwks() -> dict[str, Any]:
+        """The public keys that verify authbus tokens (RFC 7517)."""
+        return keys.jwks()
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, exc: ApiError) -> Response:
+        return error_response(exc.error, request, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        error = STATUS_ERRORS.get(exc.status_code)
+        if error is None:
+            error = Error.BAD_REQUEST if exc.status_code < 500 else Error.INTERNAL
+        return error_response(error, request, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        return error_response(Error.BAD_REQUEST, request)
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        response = error_response(Error.INTERNAL, request)
+        log.error("unhandled error", path=request.url.path, exc_info=exc)
+        return response
+
+    return app
+
+
+def edge(app: ASGIApp, ops: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
+    """The process's ASGI entry: probes and metrics bypass the framework; every other request
+    is timed and counted by route template (never by raw path)."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        if scope["path"] in OPS_PATHS:
+            await ops(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
+            metrics.requests.labels(route=route, method=method, status=str(status)).inc()
+            metrics.duration.labels(route=route).observe(time.perf_counter() - started)
+
+    return asgi

@@ -1,0 +1,58 @@
+"""api metrics (docs/metrics.md). Labels are bounded: route templates, methods, statuses,
+outcomes; never a path as sent, a token, a key or an account id."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from authbus_shared.kafka.metrics import KafkaMetrics
+
+HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.kafka = KafkaMetrics("api", registry)
+        self.requests = Counter(
+            "api_http_requests_total",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "api_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ["route"],
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
+        self.cache = Counter(
+            "api_verdict_cache_lookups_total",
+            "Verdict cache lookups, by result (hit, miss).",
+            ["result"],
+            registry=registry,
+        )
+        self.verdicts = Counter(
+            "api_auth_verdicts_total",
+            "Authentication results, by outcome (valid, invalid, revoked, missing, ...).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.invalidations = Counter(
+            "api_verdict_cache_invalidations_total",
+            "Change events applied to the verdict cache, by event type.",
+            ["event"],
+            registry=registry,
+        )
+        self.rate = Counter(
+            "api_rate_decisions_total",
+            "Rate checks on this instance, by result (allowed, limited).",
+            ["result"],
+            registry=registry,
+        )
+        self.hits_shipped = Counter(
+            "api_ratelimit_hits_shipped_total",
+            "Hits shipped to ratelimit owners, by result (acked, failed).",
+            ["result"],
+            registry=registry,
+        )

@@ -1,0 +1,41 @@
+"""api settings: env prefix `AUTHBUS_API_` (see .env.example)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from authbus_shared.settings import ServiceSettings
+
+
+class ApiSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTHBUS_API_")
+
+    host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port (API and probes).")
+    verify_timeout_ms: int = Field(
+        default=2000, ge=10, description="How long a request waits for authz before a 503."
+    )
+    cache_max_entries: int = Field(
+        default=100_000, ge=1, description="Verdicts kept in memory (LRU beyond)."
+    )
+    cache_ttl_s: float = Field(
+        default=60.0, gt=0, description="Longest a valid verdict is reused (safety net)."
+    )
+    cache_negative_ttl_s: float = Field(
+        default=5.0, ge=0, description="How long a denial is reused (shields authz from floods)."
+    )
+    hits_flush_ms: int = Field(
+        default=20, ge=1, description="How often counted hits are shipped to ratelimit."
+    )
+    decisions_lookback_s: int = Field(
+        default=300,
+        ge=0,
+        description="At start, read rate decisions of this last stretch (longest window/lockout).",
+    )
+
+    @property
+    def verify_timeout(self) -> timedelta:
+        return timedelta(milliseconds=self.verify_timeout_ms)

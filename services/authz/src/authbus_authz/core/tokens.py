@@ -1,0 +1,123 @@
+"""API tokens (SPEC A1): JWTs signed ES256 by authz, with a `kid` in the header.
+
+Claims: `iss`, `aud`, `sub` (account id), `jti` (the token record's id), `iat`, `nbf`, `exp`
+when the token expires, `scope` (space separated, RFC 8693 style) and `amr` (how it was
+obtained, RFC 8176: `admin` for an operator's token, `pwd`, `pwd`+`otp`+`mfa`).
+
+Checking a token (`check_signature`) refuses, before any claim is read: a header that is not
+JSON, any `alg` but ES256 (so `none` and HS256-with-the-public-key fail), a `kid` that is not
+one of ours (no key is ever fetched from a `jku`/`x5u`/path in the token). Then pyjwt verifies
+the signature, `iss` and `aud`; times are checked here against the injected clock: `iat` and
+`nbf` may be up to 30 s ahead (clock skew between authz hosts), `exp` is exact. The store's
+record decides the rest (revoked, expired, account state): see `verifier.py`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+
+from authbus_authz.core.keys import KeyRing
+from authbus_shared.contracts.authz import Outcome
+
+ALGORITHM = "ES256"
+LEEWAY = timedelta(seconds=30)  # for iat/nbf only: clocks of authz hosts may differ
+
+
+def new_token_id() -> str:
+    return secrets.token_urlsafe(16)  # 128 bits from the OS CSPRNG
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    token_id: str
+    account_id: str
+    issued_at: datetime
+    expires_at: datetime | None
+    scopes: tuple[str, ...]
+
+
+def sign(
+    ring: KeyRing,
+    *,
+    issuer: str,
+    audience: str,
+    token_id: str,
+    account_id: str,
+    scopes: tuple[str, ...],
+    issued_at: datetime,
+    expires_at: datetime | None,
+    amr: tuple[str, ...],
+) -> str:
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": account_id,
+        "jti": token_id,
+        "iat": int(issued_at.timestamp()),
+        "nbf": int(issued_at.timestamp()),
+        "scope": " ".join(scopes),
+        "amr": list(amr),
+    }
+    if expires_at is not None:
+        claims["exp"] = int(expires_at.timestamp())
+    return jwt.encode(
+        claims,
+        ring.signing[ring.signing_kid],
+        algorithm=ALGORITHM,
+        headers={"kid": ring.signing_kid, "typ": "JWT"},
+    )
+
+
+def check_signature(
+    token: str, ring: KeyRing, *, issuer: str, audience: str, now: datetime
+) -> Claims | Outcome:
+    """The verified claims, or why not (`invalid` or `expired`)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        return Outcome.INVALID
+    kid = header.get("kid")
+    if header.get("alg") != ALGORITHM or not isinstance(kid, str) or kid not in ring.verifying:
+        return Outcome.INVALID
+    try:
+        claims = jwt.decode(
+            token,
+            ring.verifying[kid],
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=issuer,
+            # Times are checked below against the injected clock, not pyjwt's wall clock.
+            options={
+                "require": ["iss", "aud", "sub", "jti", "iat"],
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.InvalidTokenError:
+        return Outcome.INVALID
+    return _timed_claims(claims, now)
+
+
+def _timed_claims(claims: dict[str, Any], now: datetime) -> Claims | Outcome:
+    sub, jti, scope = claims["sub"], claims["jti"], claims.get("scope", "")
+    times = [claims.get(name) for name in ("iat", "nbf", "exp")]
+    if not (isinstance(sub, str) and isinstance(jti, str) and isinstance(scope, str)):
+        return Outcome.INVALID
+    if any(t is not None and not isinstance(t, int | float) for t in times):
+        return Outcome.INVALID
+    iat, nbf, exp = (
+        datetime.fromtimestamp(t, tz=now.tzinfo) if t is not None else None for t in times
+    )
+    if iat is None or iat > now + LEEWAY or (nbf is not None and nbf > now + LEEWAY):
+        return Outcome.INVALID
+    if exp is not None and exp <= now:
+        return Outcome.EXPIRED
+    return Claims(
+        token_id=jti, account_id=sub, issued_at=iat, expires_at=exp, scopes=tuple(scope.split())
+    )

@@ -1,0 +1,45 @@
+"""authz metrics (docs/metrics.md). Bounded labels only: enums, never ids or secrets."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from authbus_shared.kafka.metrics import KafkaMetrics
+
+VERIFY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class AuthzMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.kafka = KafkaMetrics("authz", registry)
+        self.verdicts = Counter(
+            "authz_verify_verdicts_total",
+            "Credential checks answered, by credential kind and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.verify_duration = Histogram(
+            "authz_verify_duration_seconds",
+            "Time to check one credential (store reads, signature, argon2), by kind.",
+            ["kind"],
+            buckets=VERIFY_BUCKETS,
+            registry=registry,
+        )
+        self.commands = Counter(
+            "authz_commands_total",
+            "Management commands answered, by command and result (done or the rejection).",
+            ["command", "result"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "authz_requests_skipped_total",
+            "Requests not worked on: past their deadline, or with nowhere to reply.",
+            ["reason"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "authz_request_failures_total",
+            "Requests answered with RequestFailed, by reason (unavailable, internal).",
+            ["reason"],
+            registry=registry,
+        )

@@ -1,0 +1,161 @@
+"""`authbus-dev`: set up and run authbus on this machine, no Docker needed.
+
+authbus-dev up              infrastructure + services, in the foreground (Ctrl-C stops all)
+authbus-dev up --detach     same, in the background; `authbus-dev down` stops it
+authbus-dev infra install   fetch Kafka's jars and SecantusDB (skipped when present)
+authbus-dev infra start|stop|status
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from authbus_dev import infra
+from authbus_dev.fleet import Fleet, Ports, Service
+from authbus_dev.paths import RUNS, VENV_BIN
+
+app = typer.Typer(help=__doc__, no_args_is_help=True)
+infra_app = typer.Typer(
+    help="The local Kafka broker and MongoDB-wire server.", no_args_is_help=True
+)
+app.add_typer(infra_app, name="infra")
+
+RunName = Annotated[str, typer.Option(help="Run folder name under .run/.")]
+KafkaPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_KAFKA_PORT")]
+ControllerPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_KAFKA_CONTROLLER_PORT")]
+MongoPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_MONGO_PORT")]
+
+
+def _config(run: str, kafka_port: int, controller_port: int, mongo_port: int) -> infra.InfraConfig:
+    return infra.InfraConfig(
+        run_dir=RUNS / run,
+        kafka_port=kafka_port,
+        controller_port=controller_port,
+        mongo_port=mongo_port,
+    )
+
+
+@infra_app.command("install")
+def infra_install() -> None:
+    """Fetch the Kafka broker's jars (Maven Central) and SecantusDB (PyPI), unless present."""
+    started = time.monotonic()
+    infra.install()
+    typer.echo(f"infrastructure installed ({time.monotonic() - started:.1f}s)")
+
+
+@infra_app.command("start")
+def infra_start(
+    run: RunName = "local",
+    kafka_port: KafkaPort = 9092,
+    controller_port: ControllerPort = 9093,
+    mongo_port: MongoPort = 27017,
+) -> None:
+    """Start Kafka and SecantusDB and wait until both answer."""
+    cfg = _config(run, kafka_port, controller_port, mongo_port)
+    took = infra.start(cfg)
+    typer.echo(
+        f"kafka ready at {cfg.bootstrap} ({took['kafka']:.1f}s), "
+        f"mongo at {cfg.mongo_uri} ({took['mongo']:.1f}s)"
+    )
+
+
+@infra_app.command("stop")
+def infra_stop(
+    run: RunName = "local",
+    kafka_port: KafkaPort = 9092,
+    controller_port: ControllerPort = 9093,
+    mongo_port: MongoPort = 27017,
+) -> None:
+    """Stop what `infra start` started (by its recorded pids)."""
+    infra.stop(_config(run, kafka_port, controller_port, mongo_port))
+
+
+@infra_app.command("status")
+def infra_status(run: RunName = "local") -> None:
+    for name, pid in infra.status(_config(run, 9092, 9093, 27017)).items():
+        typer.echo(f"{name}: {'running, pid ' + str(pid) if pid else 'stopped'}")
+
+
+def _fleet(cfg: infra.InfraConfig, api: int, authz: int, ratelimit: int) -> Fleet:
+    counts: dict[Service, int] = {"api": api, "authz": authz, "ratelimit": ratelimit}
+    return Fleet(cfg, counts, Ports(), env={"LOG__FORMAT": "console"})
+
+
+@app.command()
+def up(
+    api: Annotated[int, typer.Option(help="api instances (ports 8000, 8001, ...)")] = 1,
+    authz: Annotated[int, typer.Option(help="authz instances (ops ports 9110, ...)")] = 1,
+    ratelimit: Annotated[int, typer.Option(help="ratelimit instances (ops 9120, ...)")] = 1,
+    detach: Annotated[bool, typer.Option(help="Leave it running in the background.")] = False,
+    run: RunName = "local",
+    kafka_port: KafkaPort = 9092,
+    controller_port: ControllerPort = 9093,
+    mongo_port: MongoPort = 27017,
+) -> None:
+    """Start the infrastructure and the services, and print how to make a first request."""
+    cfg = _config(run, kafka_port, controller_port, mongo_port)
+    fleet = _fleet(cfg, api, authz, ratelimit)
+    typer.echo("starting Kafka and SecantusDB ...")
+    infra.start(cfg)
+    typer.echo("starting the services ...")
+    try:
+        fleet.start_all()
+    except infra.InfraError as exc:
+        fleet.stop_all()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _print_first_request(cfg, fleet)
+    if detach:
+        typer.echo(f"running in the background; stop with: {VENV_BIN}/authbus-dev down --run {run}")
+        return
+    typer.echo("Ctrl-C stops everything.")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        typer.echo("stopping ...")
+        fleet.stop_all()
+        infra.stop(cfg)
+
+
+@app.command()
+def down(
+    run: RunName = "local",
+    kafka_port: KafkaPort = 9092,
+    controller_port: ControllerPort = 9093,
+    mongo_port: MongoPort = 27017,
+) -> None:
+    """Stop the services and the infrastructure of a detached `up`."""
+    cfg = _config(run, kafka_port, controller_port, mongo_port)
+    _fleet(cfg, 0, 0, 0).stop_recorded()
+    infra.stop(cfg)
+    typer.echo("stopped")
+
+
+def _print_first_request(cfg: infra.InfraConfig, fleet: Fleet) -> None:
+    api = fleet.instances("api")[0]
+    admin = Path(os.path.relpath(VENV_BIN / "authbus-admin"))
+    lines = [
+        "",
+        "authbus is up:",
+        *(f"  {i.name:<12} {i.url}" for i in fleet.instances()),
+        f"  kafka        {cfg.bootstrap}",
+        f"  mongodb      {cfg.mongo_uri}  (SecantusDB)",
+        f"  logs         {fleet.folder}/",
+        "",
+        "A first request (in another shell):",
+        f"  export AUTHBUS_ADMIN_KAFKA__BOOTSTRAP_SERVERS={cfg.bootstrap}",
+        f"  {admin} account create you@example.com",
+        f"  TOKEN=$({admin} token create you@example.com --name first)",
+        f'  curl -H "Authorization: Bearer $TOKEN" {api.url}/v0/me',
+        f"  curl -H 'Accept: application/json' {api.url}/v0/me     # 401, as JSON",
+        f"  open {api.url}/v0/docs                                     # the OpenAPI docs",
+        "",
+    ]
+    typer.echo("\n".join(lines))
