@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from authbus_shared import logs
 from authbus_shared.authz_client import AuthzClient, AuthzKeys
 from authbus_shared.contracts import topics
 from authbus_shared.contracts.authz import (
@@ -37,7 +38,6 @@ from authbus_shared.kafka.consumers import BroadcastReader
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import RpcClient, RpcTimeout
-from authbus_shared import logs
 from authbus_shared.settings import LogSettings, ServiceSettings, load
 
 

@@ -57,9 +57,8 @@ class InfraConfig:
 def _run(argv: list[str], what: str, cwd: Path | None = None) -> None:
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise InfraError(
-            f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
+        output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        raise InfraError(f"{what} failed ({result.returncode}):\n{output}")
 
 
 # --- Kafka ---------------------------------------------------------------------------------
