@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -68,7 +68,6 @@ def create_app(gate: Gate, keys: AuthzKeys) -> FastAPI:
         openapi_url="/v0/openapi.json",
         docs_url="/v0/docs",
         redoc_url=None,
-        default_response_class=ORJSONResponse,
     )
 
     @app.get("/v0/me", tags=["account"], responses={401: {}, 429: {}, 503: {}})

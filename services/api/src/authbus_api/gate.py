@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
 from authbus_api.core.credentials import Unreadable, parse_authorization
 from authbus_api.core.errors import Error
 from authbus_api.core.rate_view import Admission, RateView
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_api.hits import HitShipper
 from authbus_api.metrics import ApiMetrics
-from authbus_shared.authz_client import AuthzClient, NoSealingKey
+from authbus_shared.authz_client import NoSealingKey, Verdict
 from authbus_shared.contracts.authz import (
     AccountView,
     AuthMethod,
@@ -36,6 +37,20 @@ CHALLENGE = 'Bearer realm="authbus", Basic realm="authbus", charset="UTF-8"'
 INVALID_CHALLENGE = (
     'Bearer realm="authbus", error="invalid_token", Basic realm="authbus", charset="UTF-8"'
 )
+
+
+class Authz(Protocol):
+    """Where verdicts come from (AuthzClient over Kafka; a twin in unit tests)."""
+
+    async def verify(
+        self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
+    ) -> Verdict: ...
+
+
+class HitSink(Protocol):
+    """Where admitted hits go (HitShipper to ratelimit; a twin in unit tests)."""
+
+    def add(self, key: str, at: datetime) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +81,9 @@ def unauthorized(error: Error) -> ApiError:
 class Gate:
     cache: VerdictCache
     digest: CredentialDigest
-    authz: AuthzClient
+    authz: Authz
     rate: RateView
-    hits: HitShipper
+    hits: HitSink
     metrics: ApiMetrics
     _inflight: dict[bytes, asyncio.Future[CredentialVerified]] = field(default_factory=dict)
 

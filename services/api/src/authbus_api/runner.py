@@ -8,6 +8,7 @@ remaining hits shipped -> readers -> producer."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import timedelta
 
@@ -34,11 +35,12 @@ from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import RpcClient
 from authbus_shared.lifecycle import until_stopped
 from authbus_shared.ops import Check, Probes, ops_app, start_http, stop_http
+from authbus_shared.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 
 
-async def run(settings: ApiSettings) -> None:
+async def run(settings: ApiSettings) -> int:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     metrics = ApiMetrics(registry)
@@ -71,27 +73,17 @@ async def run(settings: ApiSettings) -> None:
         stack.push_async_callback(publisher.stop)
 
         readers: dict[str, tuple[str, Handler, StartAt]] = {
-            "authz_keys": (topics.AUTHZ_KEYS.name, keys.handle, "beginning"),
-            "auth_changes": (topics.AUTH_CHANGES.name, on_change, "end"),
+            "authz_keys": (t[topics.AUTHZ_KEYS.name].name, keys.handle, "beginning"),
+            "auth_changes": (t[topics.AUTH_CHANGES.name].name, on_change, "end"),
             "rate_decisions": (
-                topics.RATELIMIT_DECISIONS.name,
+                t[topics.RATELIMIT_DECISIONS.name].name,
                 on_decision,
                 timedelta(seconds=settings.decisions_lookback_s),
             ),
         }
-        for name, (topic, handler, start_at) in readers.items():
-            reader = BroadcastReader(
-                kafka,
-                topics=[t[topic].name],
-                handler=handler,
-                metrics=metrics.kafka,
-                client_id=client_id,
-                start_at=start_at,
-            )
-            await reader.start()
-            stack.push_async_callback(reader.stop)
-            probes.live(name, _alive(reader))
-            probes.ready(f"{name}_caught_up", _caught_up(reader))
+        parts = await start_readers(
+            stack, readers, kafka=kafka, probes=probes, metrics=metrics, client_id=client_id
+        )
 
         rpc = RpcClient(
             kafka,
@@ -147,10 +139,39 @@ async def run(settings: ApiSettings) -> None:
         stack.push_async_callback(stop_http, server, server_task)
         log.info("api started", port=settings.port)
 
-        why = await until_stopped(server_task)
+        why = await until_stopped(server_task, rpc.task, *parts)
         probes.stopping = True
         log.info("api stopping", reason=why)
-    log.info("api stopped")
+    log.info("api stopped", reason=why)
+    return 1 if why == "failed" else 0
+
+
+async def start_readers(
+    stack: contextlib.AsyncExitStack,
+    readers: dict[str, tuple[str, Handler, StartAt]],
+    *,
+    kafka: KafkaSettings,
+    probes: Probes,
+    metrics: ApiMetrics,
+    client_id: str,
+) -> list[asyncio.Task[None]]:
+    """Start one broadcast reader per topic; each is a liveness and a readiness check."""
+    tasks = []
+    for name, (topic, handler, start_at) in readers.items():
+        reader = BroadcastReader(
+            kafka,
+            topics=[topic],
+            handler=handler,
+            metrics=metrics.kafka,
+            client_id=client_id,
+            start_at=start_at,
+        )
+        await reader.start()
+        stack.push_async_callback(reader.stop)
+        tasks.append(reader.task)
+        probes.live(name, _alive(reader))
+        probes.ready(f"{name}_caught_up", _caught_up(reader))
+    return tasks
 
 
 def _alive(reader: BroadcastReader) -> Check:

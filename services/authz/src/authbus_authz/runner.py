@@ -63,7 +63,7 @@ class ThreadRunner:
             return await asyncio.to_thread(fn)
 
 
-async def run(settings: AuthzSettings) -> None:
+async def run(settings: AuthzSettings) -> int:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     metrics = AuthzMetrics(registry)
@@ -154,10 +154,11 @@ async def run(settings: AuthzSettings) -> None:
         stack.push_async_callback(stop_http, server, server_task)
         log.info("authz started", ops_port=settings.ops.port, signing_kid=ring.signing_kid)
 
-        why = await until_stopped(server_task)
+        why = await until_stopped(server_task, consumer.task)
         probes.stopping = True
         log.info("authz stopping", reason=why)
-    log.info("authz stopped")
+    log.info("authz stopped", reason=why)
+    return 1 if why == "failed" else 0
 
 
 async def publish_keys(publisher: Publisher, ring: KeyRing, topic: str, instance: str) -> None:

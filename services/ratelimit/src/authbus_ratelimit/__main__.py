@@ -13,7 +13,7 @@ from authbus_shared.settings import load
 def main() -> None:
     settings = load(RatelimitSettings)
     logs.configure(settings.log, service="ratelimit", instance=settings.instance_id)
-    uvloop.run(run(settings))
+    raise SystemExit(uvloop.run(run(settings)))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 SWEEP_EVERY_S = 10.0
 
 
-async def run(settings: RatelimitSettings) -> None:
+async def run(settings: RatelimitSettings) -> int:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     metrics = RatelimitMetrics(registry)
@@ -74,10 +74,11 @@ async def run(settings: RatelimitSettings) -> None:
         stack.push_async_callback(stop_http, server, server_task)
         log.info("ratelimit started", ops_port=settings.ops.port)
 
-        why = await until_stopped(server_task)
+        why = await until_stopped(server_task, consumer.task, sweeper)
         probes.stopping = True
         log.info("ratelimit stopping", reason=why)
-    log.info("ratelimit stopped")
+    log.info("ratelimit stopped", reason=why)
+    return 1 if why == "failed" else 0
 
 
 async def _sweep(handlers: RatelimitHandlers) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from authbus_dev import infra
+from authbus_dev import envdoc, infra
 from authbus_dev.fleet import Fleet, Ports, Service
 from authbus_dev.paths import RUNS, VENV_BIN
 
@@ -136,6 +136,12 @@ def down(
     _fleet(cfg, 0, 0, 0).stop_recorded()
     infra.stop(cfg)
     typer.echo("stopped")
+
+
+@app.command("env-example")
+def env_example() -> None:
+    """Print .env.example, generated from the services' settings classes."""
+    typer.echo(envdoc.render(), nl=False)
 
 
 def _print_first_request(cfg: infra.InfraConfig, fleet: Fleet) -> None:

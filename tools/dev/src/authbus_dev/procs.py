@@ -17,6 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# Children started by this process, kept so they can be reaped (and are not garbage collected
+# while running, which Python rightly warns about).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class Managed:
@@ -57,20 +61,21 @@ class Managed:
                 cwd=cwd,
                 start_new_session=True,
             )
+        _CHILDREN[proc.pid] = proc
         # The start time ties the pid to this very process: a recycled pid is not ours.
         self.pid_file.write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
         return proc.pid
 
-    def exited(self) -> int | None:
-        """The exit status if the process ended (only known for children of this process)."""
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """Wait for a child of this process to end; its exit code, or None if still running."""
         pid = self._recorded_pid()
-        if pid is None:
+        child = _CHILDREN.get(pid) if pid is not None else None
+        if child is None:
             return None
         try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None if _alive(pid) else -1
-        return os.waitstatus_to_exitcode(status) if done else None
+            return child.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self, timeout_s: float = 20.0) -> None:
         pid = self.pid()
@@ -118,6 +123,11 @@ def _start_time(pid: int) -> str:
 
 
 def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 

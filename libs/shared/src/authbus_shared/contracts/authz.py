@@ -114,7 +114,7 @@ class IssueToken(Contract):
     email: str = Field(min_length=3, max_length=254)
     name: str = Field(min_length=1, max_length=100)
     scopes: tuple[str, ...] = ()
-    expires_in_s: int | None = Field(default=None, gt=0)
+    expires_in_s: int | None = Field(default=None, gt=0, le=10 * 365 * 86_400)  # <= 10 years
     reply_key: str
 
 

@@ -78,6 +78,13 @@ class _Reader:
     def caught_up(self) -> bool:
         return self.catch_up.done
 
+    @property
+    def task(self) -> asyncio.Task[None]:
+        """The read loop (after `start`): the runner stops the service if it ends."""
+        if self._task is None:
+            raise RuntimeError(f"{self._name} not started")
+        return self._task
+
     def _run(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=self._name)
 

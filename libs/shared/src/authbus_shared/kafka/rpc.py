@@ -86,6 +86,12 @@ class RpcClient:
         return self._reply_to is not None and self.alive
 
     @property
+    def task(self) -> asyncio.Task[None]:
+        if self._task is None:
+            raise RuntimeError("RpcClient not started")
+        return self._task
+
+    @property
     def alive(self) -> bool:
         return self._task is None or not self._task.done() or self._task.cancelled()
 

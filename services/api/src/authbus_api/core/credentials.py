@@ -21,6 +21,7 @@ from enum import StrEnum
 from authbus_shared.contracts.authz import CredentialKind, SealedCredential
 
 MAX_HEADER_CHARS = 8192
+MAX_EMAIL_CHARS = 254  # RFC 5321's path limit; the contract refuses longer
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 
 
@@ -55,12 +56,11 @@ def _basic(encoded: str) -> SealedCredential | Unreadable:
     user, colon, secret = decoded.partition(":")
     if not colon or not user or not secret:
         return Unreadable.MALFORMED
-    for suffix, kind in (("/key", CredentialKind.KEY), ("/token", CredentialKind.BASIC_TOKEN)):
+    kind, email = CredentialKind.PASSWORD, user
+    for suffix, suffixed in (("/key", CredentialKind.KEY), ("/token", CredentialKind.BASIC_TOKEN)):
         if user.endswith(suffix):
-            email = user[: -len(suffix)]
-            return (
-                SealedCredential(kind=kind, secret=secret, email=email)
-                if email
-                else Unreadable.MALFORMED
-            )
-    return SealedCredential(kind=CredentialKind.PASSWORD, secret=secret, email=user)
+            kind, email = suffixed, user[: -len(suffix)]
+            break
+    if not email or len(email) > MAX_EMAIL_CHARS:
+        return Unreadable.MALFORMED
+    return SealedCredential(kind=kind, secret=secret, email=email)

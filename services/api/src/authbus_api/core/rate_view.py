@@ -12,8 +12,9 @@ holds everywhere. Issue #4 replaces this with quota leases and a proven bound.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from authbus_shared.contracts.ratelimit import RateDecided
 
@@ -73,4 +74,5 @@ class RateView:
 
 
 def _seconds_until(at: datetime, now: datetime) -> int:
-    return max(1, int((at - now).total_seconds() + 0.999))
+    """Whole seconds to wait, rounded up: a client that obeys never comes back too early."""
+    return max(1, math.ceil((at - now) / timedelta(seconds=1)))

@@ -67,7 +67,8 @@ class VerdictCache:
         self, digest: bytes, verdict: CredentialVerified, now: datetime
     ) -> CredentialVerified:
         """Take a reply from authz; returns the verdict to act on (and caches it)."""
-        if verdict.outcome is Outcome.VALID and (verdict.credential_id or "") in self._revoked:
+        revoked_at = self._revoked.get(verdict.credential_id or "")
+        if verdict.outcome is Outcome.VALID and revoked_at and revoked_at >= now - self._ttl:
             verdict = REVOKED
         if verdict.outcome is Outcome.VALID:
             expires = now + self._ttl

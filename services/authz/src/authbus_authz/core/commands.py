@@ -44,7 +44,9 @@ class Done:
 
 
 def valid_email(email: str) -> bool:
-    local, at, domain = email.strip().rpartition("@")
+    """A plausible address (surrounding whitespace is ignored, as at login)."""
+    email = email.strip()
+    local, at, domain = email.rpartition("@")
     return bool(at and local and "." in domain and not any(c.isspace() for c in email))
 
 
@@ -109,7 +111,7 @@ class Commands:
             name=name,
             scopes=tuple(sorted(set(scopes))),
             created_at=now,
-            expires_at=now + expires_in if expires_in else None,
+            expires_at=now + expires_in if expires_in is not None else None,
         )
         token = sign(
             self.ring,

@@ -111,9 +111,12 @@ def _timed_claims(claims: dict[str, Any], now: datetime) -> Claims | Outcome:
         return Outcome.INVALID
     if any(t is not None and not isinstance(t, int | float) for t in times):
         return Outcome.INVALID
-    iat, nbf, exp = (
-        datetime.fromtimestamp(t, tz=now.tzinfo) if t is not None else None for t in times
-    )
+    try:
+        iat, nbf, exp = (
+            datetime.fromtimestamp(t, tz=now.tzinfo) if t is not None else None for t in times
+        )
+    except (OverflowError, OSError, ValueError):  # absurd or NaN times, even if signed
+        return Outcome.INVALID
     if iat is None or iat > now + LEEWAY or (nbf is not None and nbf > now + LEEWAY):
         return Outcome.INVALID
     if exp is not None and exp <= now:

@@ -82,12 +82,17 @@ class MongoStore:
             "private_sealed": Binary(candidate.private_sealed),
             "created_at": candidate.created_at,
         }
-        stored = await self._keys.find_one_and_update(
-            {"_id": f"active:{use}"},
-            {"$setOnInsert": doc},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        selector = {"_id": f"active:{use}"}
+        try:
+            stored = await self._keys.find_one_and_update(
+                selector, {"$setOnInsert": doc}, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:  # lost a concurrent upsert: the winner's key is stored
+            stored = None
+        if stored is None:  # SecantusDB answers None to the loser of the race
+            stored = await self._keys.find_one(selector)
+        if stored is None:
+            raise RuntimeError(f"no active {use} key after upsert")
         return _key(stored)
 
     async def keys(self) -> list[StoredKey]:

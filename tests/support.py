@@ -1,0 +1,73 @@
+"""Helpers the test tiers share (not fixtures)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import httpx
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Wait until `check()` holds (a TimeoutError fails the test)."""
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def free_port_run(length: int) -> int:
+    """The first of `length` consecutive free loopback ports."""
+    for _ in range(100):
+        first = free_port()
+        if first + length > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(first, first + length):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return first
+    raise RuntimeError("no run of free ports found")
+
+
+async def wait_ready(port: int, task: asyncio.Task[Any], timeout_s: float = 30.0) -> None:
+    async with httpx.AsyncClient() as client, asyncio.timeout(timeout_s):
+        while True:
+            if task.done():
+                task.result()
+                raise AssertionError("service ended during start")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    service: Coroutine[Any, Any, int], ops_port: int
+) -> AsyncIterator[asyncio.Task[int]]:
+    """Run a service's `run(settings)` in this event loop until the block ends."""
+    task = asyncio.create_task(service)
+    try:
+        await wait_ready(ops_port, task)
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

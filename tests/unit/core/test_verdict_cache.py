@@ -1,0 +1,256 @@
+"""The api's verdict cache (SPEC S3, A7; DESIGN "Staleness"): bounded, timed, revocable."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
+from authbus_shared.contracts.authz import (
+    AccountView,
+    AuthMethod,
+    CredentialKind,
+    CredentialVerified,
+    Outcome,
+    SealedCredential,
+)
+
+from .support import T0
+
+TTL = timedelta(seconds=60)
+NEGATIVE_TTL = timedelta(seconds=5)
+DIGEST = CredentialDigest(b"k" * 32)
+
+
+def sec(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def cache(max_entries: int = 100) -> VerdictCache:
+    return VerdictCache(max_entries=max_entries, ttl=TTL, negative_ttl=NEGATIVE_TTL)
+
+
+def credential(
+    raw: str = "tok-value",
+    *,
+    kind: CredentialKind = CredentialKind.BEARER,
+    email: str | None = None,
+) -> SealedCredential:
+    return SealedCredential(kind=kind, secret=raw, email=email)
+
+
+def valid(credential_id: str = "tok-1", valid_until: datetime | None = None) -> CredentialVerified:
+    return CredentialVerified(
+        outcome=Outcome.VALID,
+        account=AccountView(id="acct-1", email="alice@example.io"),
+        scopes=("read",),
+        method=AuthMethod.TOKEN,
+        credential_id=credential_id,
+        valid_until=valid_until,
+    )
+
+
+INVALID = CredentialVerified(outcome=Outcome.INVALID)
+
+
+def test_unknown_digest_is_a_miss() -> None:
+    assert cache().get(DIGEST(credential()), T0) is None
+
+
+def test_admitted_verdict_is_a_hit() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+
+    acted_on = verdicts.admit(digest, valid(), T0)
+
+    assert acted_on == valid()
+    assert verdicts.get(digest, sec(1)) == valid()
+
+
+def test_valid_verdict_lives_ttl() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.admit(digest, valid(), T0)
+
+    assert verdicts.get(digest, sec(59.999)) == valid()
+    assert verdicts.get(digest, sec(60)) is None
+    assert len(verdicts) == 0
+
+
+def test_valid_verdict_lifetime_is_capped_by_valid_until() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.admit(digest, valid(valid_until=sec(10)), T0)
+
+    assert verdicts.get(digest, sec(9)) is not None
+    assert verdicts.get(digest, sec(10)) is None
+
+
+def test_valid_until_beyond_ttl_does_not_extend_it() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.admit(digest, valid(valid_until=sec(3600)), T0)
+
+    assert verdicts.get(digest, sec(60)) is None
+
+
+def test_verdict_already_past_valid_until_is_not_cached() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+
+    verdicts.admit(digest, valid(valid_until=T0), T0)
+
+    assert len(verdicts) == 0
+
+
+@pytest.mark.parametrize(
+    "outcome", [o for o in Outcome if o is not Outcome.VALID], ids=lambda o: o.value
+)
+def test_denials_are_kept_negative_ttl(outcome: Outcome) -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    denial = CredentialVerified(outcome=outcome)
+    verdicts.admit(digest, denial, T0)
+
+    assert verdicts.get(digest, sec(4.999)) == denial
+    assert verdicts.get(digest, sec(5)) is None
+
+
+def test_least_recently_used_entry_is_evicted_first() -> None:
+    verdicts = cache(max_entries=2)
+    a, b, c = (DIGEST(credential(s)) for s in ("a", "b", "c"))
+    verdicts.admit(a, valid("tok-a"), T0)
+    verdicts.admit(b, valid("tok-b"), T0)
+    verdicts.get(a, sec(1))  # a is now more recently used than b
+
+    verdicts.admit(c, valid("tok-c"), sec(2))
+
+    assert len(verdicts) == 2
+    assert verdicts.get(b, sec(3)) is None
+    assert verdicts.get(a, sec(3)) is not None
+    assert verdicts.get(c, sec(3)) is not None
+
+
+def test_readmitting_a_digest_replaces_its_entry() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.admit(digest, valid(), T0)
+
+    verdicts.admit(digest, INVALID, sec(1))
+
+    assert len(verdicts) == 1
+    assert verdicts.get(digest, sec(2)) == INVALID
+
+
+def test_revoke_drops_every_entry_of_that_credential_and_only_those() -> None:
+    """A7: the bearer and the Basic forms of one token are two entries with one credential id."""
+    verdicts = cache()
+    as_bearer = DIGEST(credential("tok"))
+    as_basic = DIGEST(credential("tok", kind=CredentialKind.BASIC_TOKEN, email="a@x.io"))
+    other = DIGEST(credential("other"))
+    verdicts.admit(as_bearer, valid("tok-1"), T0)
+    verdicts.admit(as_basic, valid("tok-1"), T0)
+    verdicts.admit(other, valid("tok-2"), T0)
+
+    dropped = verdicts.revoke("tok-1", sec(1))
+
+    assert dropped == 2
+    assert verdicts.get(as_bearer, sec(2)) is None
+    assert verdicts.get(as_basic, sec(2)) is None
+    assert verdicts.get(other, sec(2)) == valid("tok-2")
+
+
+def test_revoking_an_uncached_credential_drops_nothing() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.admit(digest, valid("tok-1"), T0)
+
+    assert verdicts.revoke("tok-9", sec(1)) == 0
+    assert len(verdicts) == 1
+
+
+def test_valid_reply_arriving_after_the_revocation_is_revoked_and_not_cached_valid() -> None:
+    """A7, DESIGN "Staleness": ask authz, the revocation event lands, then authz's "valid"
+    (read before the revocation) arrives. It must be neither honoured nor cached."""
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.revoke("tok-1", T0)
+
+    acted_on = verdicts.admit(digest, valid("tok-1"), sec(0.2))
+
+    assert acted_on.outcome is Outcome.REVOKED
+    assert acted_on.account is None
+    cached = verdicts.get(digest, sec(0.3))
+    assert cached is None or cached.outcome is not Outcome.VALID
+
+
+def test_revocation_still_holds_at_the_end_of_ttl() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.revoke("tok-1", T0)
+    verdicts.revoke("tok-2", sec(60))  # any later event prunes old revocations
+
+    assert verdicts.admit(digest, valid("tok-1"), sec(60)).outcome is Outcome.REVOKED
+
+
+def test_revocation_of_one_credential_does_not_touch_another() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.revoke("tok-1", T0)
+
+    assert verdicts.admit(digest, valid("tok-2"), sec(1)) == valid("tok-2")
+
+
+def test_revocations_are_forgotten_after_ttl() -> None:
+    """Revocations are remembered `ttl` (the longest a stale "valid" can live); later events
+    prune them, so the memory stays bounded."""
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.revoke("tok-1", T0)
+    verdicts.revoke("tok-2", sec(61))
+
+    assert verdicts.admit(digest, valid("tok-1"), sec(61)).outcome is Outcome.VALID
+
+
+# --- the digest -------------------------------------------------------------------------------
+
+
+def test_digest_is_stable_for_one_key() -> None:
+    digest = CredentialDigest(b"k" * 32)
+
+    assert digest(credential()) == digest(credential())
+    assert digest(credential()) == CredentialDigest(b"k" * 32)(credential())
+
+
+def test_digest_differs_per_key_instance() -> None:
+    assert CredentialDigest()(credential()) != CredentialDigest()(credential())
+
+
+def test_digest_holds_no_credential() -> None:
+    raw = DIGEST(credential("a-very-recognisable-secret"))
+
+    assert len(raw) == 20
+    assert b"recognisable" not in raw
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        (credential("tok"), credential("tok", kind=CredentialKind.BASIC_TOKEN)),
+        (
+            credential("pw", kind=CredentialKind.PASSWORD, email="a@x.io"),
+            credential("pw", kind=CredentialKind.KEY, email="a@x.io"),
+        ),
+        (
+            credential("pw", kind=CredentialKind.PASSWORD, email="a@x.io"),
+            credential("pw", kind=CredentialKind.PASSWORD, email="b@x.io"),
+        ),
+        (credential("tok"), credential("tok2")),
+        (credential("Secret"), credential("secret")),
+        (
+            credential("pw", kind=CredentialKind.PASSWORD, email="a@x.io"),
+            credential("PW", kind=CredentialKind.PASSWORD, email="a@x.io"),
+        ),
+    ],
+    ids=["kind", "kind-basic", "email", "secret", "secret-case", "password-case"],
+)
+def test_digest_differs_per_kind_email_and_secret(
+    one: SealedCredential, other: SealedCredential
+) -> None:
+    assert DIGEST(one) != DIGEST(other)
+
+
+def test_digest_ignores_email_case() -> None:
+    upper = credential("pw", kind=CredentialKind.PASSWORD, email="Alice@Example.IO")
+    lower = credential("pw", kind=CredentialKind.PASSWORD, email="alice@example.io")
+
+    assert DIGEST(upper) == DIGEST(lower)

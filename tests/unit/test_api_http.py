@@ -1,0 +1,249 @@
+"""The api over HTTP with in-memory twins for authz and the hit sink (no Kafka): every answer
+comes from the catalog in the representation asked for (SPEC A6, E1, E2, E5, R5)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from authbus_api.app import create_app, edge
+from authbus_api.core.rate_view import RateView
+from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
+from authbus_api.gate import Gate
+from authbus_api.metrics import ApiMetrics
+from authbus_shared.authz_client import AuthzKeys, Verdict
+from authbus_shared.contracts.authz import (
+    AccountView,
+    AuthMethod,
+    CredentialVerified,
+    Outcome,
+    RequestFailed,
+    SealedCredential,
+)
+from authbus_shared.contracts.envelope import utcnow
+from authbus_shared.contracts.ratelimit import RateDecided
+from authbus_shared.kafka.rpc import RpcTimeout
+from authbus_shared.ops import Probes, ops_app
+
+ANN = AccountView(id="acc-1", email="ann@example.com", locale="fr")
+VALID = CredentialVerified(
+    outcome=Outcome.VALID,
+    account=ANN,
+    scopes=("read",),
+    method=AuthMethod.TOKEN,
+    credential_id="t1",
+)
+JSON = {"Accept": "application/json"}
+
+
+@dataclass
+class ScriptedAuthz:
+    """Answers by secret: a verdict, or an exception to raise."""
+
+    script: dict[str, Verdict | Exception]
+    asked: list[str] = field(default_factory=list)
+    delay_s: float = 0.0
+
+    async def verify(
+        self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
+    ) -> Verdict:
+        self.asked.append(credential.secret)
+        await asyncio.sleep(self.delay_s)
+        answer = self.script.get(credential.secret, CredentialVerified(outcome=Outcome.INVALID))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@dataclass
+class Hits:
+    keys: list[str] = field(default_factory=list)
+
+    def add(self, key: str, at: datetime) -> None:
+        self.keys.append(key)
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    authz: ScriptedAuthz
+    rate: RateView
+    hits: Hits
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Api]:
+    authz = ScriptedAuthz(
+        {
+            "good": VALID,
+            "revoked": CredentialVerified(outcome=Outcome.REVOKED),
+            "pw-2fa": CredentialVerified(outcome=Outcome.NEEDS_TOKEN),
+            "slow": RpcTimeout("no reply"),
+            "failing": RequestFailed(reason="unavailable"),
+            "bug": RuntimeError("secret internals"),
+        }
+    )
+    rate, hits = RateView(), Hits()
+    registry = CollectorRegistry()
+    metrics = ApiMetrics(registry)
+    gate = Gate(
+        cache=VerdictCache(
+            max_entries=100, ttl=timedelta(seconds=60), negative_ttl=timedelta(seconds=5)
+        ),
+        digest=CredentialDigest(),
+        authz=authz,
+        rate=rate,
+        hits=hits,
+        metrics=metrics,
+    )
+    app = edge(create_app(gate, AuthzKeys()), ops_app(registry, Probes()), metrics)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        yield Api(client, authz, rate, hits)
+
+
+def bearer(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **extra}
+
+
+async def test_200_answers_the_account_and_counts_the_hit(api: Api) -> None:
+    response = await api.client.get("/v0/me", headers=bearer("good"))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": "acc-1",
+        "email": "ann@example.com",
+        "locale": "fr",
+        "scopes": ["read"],
+        "auth_method": "token",
+    }
+    assert api.hits.keys == ["acct:acc-1"]
+
+
+async def test_a_known_credential_is_answered_from_the_cache(api: Api) -> None:
+    for _ in range(3):
+        assert (await api.client.get("/v0/me", headers=bearer("good"))).status_code == 200
+
+    assert api.authz.asked == ["good"]
+
+
+async def test_concurrent_requests_with_a_new_credential_ask_authz_once(api: Api) -> None:
+    api.authz.delay_s = 0.05
+
+    responses = await asyncio.gather(
+        *(api.client.get("/v0/me", headers=bearer("good")) for _ in range(10))
+    )
+
+    assert {r.status_code for r in responses} == {200}
+    assert api.authz.asked == ["good"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "message", "challenge_error"),
+    [
+        ({}, "Missing API token.", False),
+        (bearer("unknown"), "API token invalid.", True),
+        (bearer("revoked"), "API token invalid.", True),
+        ({"Authorization": "Basic !!!not-base64"}, "API token invalid.", True),
+        ({"Authorization": "Basic bm8tY29sb24="}, "API token invalid.", True),  # "no-colon"
+        ({"Authorization": "Negotiate abc"}, "API token invalid.", True),
+    ],
+)
+async def test_401_carries_the_catalog_message_and_a_challenge(
+    api: Api, headers: dict[str, str], message: str, challenge_error: bool
+) -> None:
+    response = await api.client.get("/v0/me", headers={**headers, **JSON})
+
+    assert response.status_code == 401
+    assert response.json() == {"code": "401", "error": message}
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="authbus"')
+    assert ('error="invalid_token"' in challenge) is challenge_error
+
+
+async def test_401_for_password_auth_with_2fa_says_to_use_a_token(api: Api) -> None:
+    basic = httpx.BasicAuth("ann@example.com", "pw-2fa")
+
+    response = await api.client.get("/v0/me", auth=basic, headers=JSON)
+
+    assert response.status_code == 401
+    assert "use an API token" in response.json()["error"]
+
+
+async def test_errors_are_html_by_default_and_problem_json_on_request(api: Api) -> None:
+    html = await api.client.get("/v0/me")
+    problem = await api.client.get("/v0/me", headers={"Accept": "application/problem+json"})
+
+    assert html.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<h1>401 Unauthorized</h1>" in html.text
+    assert problem.headers["content-type"] == "application/problem+json"
+    assert problem.json()["status"] == 401
+    assert problem.json()["type"] == "urn:authbus:error:auth.missing"
+
+
+@pytest.mark.parametrize("secret", ["slow", "failing"])
+async def test_503_when_authz_cannot_answer_never_a_guessed_yes(api: Api, secret: str) -> None:
+    response = await api.client.get("/v0/me", headers=bearer(secret, **JSON))
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert api.hits.keys == []
+
+
+async def test_500_has_a_request_id_and_no_internals(api: Api) -> None:
+    response = await api.client.get("/v0/me", headers=bearer("bug", **JSON))
+
+    assert response.status_code == 500
+    body = response.json()
+    assert body["code"] == "500"
+    assert len(body["requestId"]) == 32
+    assert "secret internals" not in response.text
+    assert "RuntimeError" not in response.text
+
+
+async def test_404_for_an_unknown_path_and_405_with_allow(api: Api) -> None:
+    missing = await api.client.get("/v0/nothing-here", headers=JSON)
+    wrong_method = await api.client.delete("/v0/me", headers=JSON)
+
+    assert (missing.status_code, missing.json()["code"]) == (404, "404")
+    assert (wrong_method.status_code, wrong_method.json()["code"]) == (405, "405")
+    assert wrong_method.headers["allow"] == "GET"
+
+
+async def test_429_with_retry_after_once_the_owner_says_the_account_is_blocked(api: Api) -> None:
+    now = utcnow()
+    api.rate.on_decision(
+        RateDecided(
+            key="acct:acc-1",
+            policy="global",
+            limit=60,
+            window_s=60,
+            count=61,
+            remaining=0,
+            reset_at=now + timedelta(seconds=30),
+            blocked_until=now + timedelta(seconds=42),
+        )
+    )
+
+    response = await api.client.get("/v0/me", headers=bearer("good", **JSON))
+
+    assert response.status_code == 429
+    assert response.json() == {"code": "429", "error": "Too many requests. Please try again later."}
+    assert 41 <= int(response.headers["retry-after"]) <= 42
+    assert response.headers["x-ratelimit-remaining"] == "0"
+    assert api.hits.keys == []
+
+
+async def test_probes_and_metrics_are_served_beside_the_api(api: Api) -> None:
+    await api.client.get("/v0/me", headers=bearer("good"))
+
+    assert (await api.client.get("/healthz")).status_code == 200
+    metrics = (await api.client.get("/metrics")).text
+    assert 'api_http_requests_total{method="GET",route="/v0/me",status="200"} 1.0' in metrics
+    assert 'api_verdict_cache_lookups_total{result="miss"} 1.0' in metrics
