@@ -65,6 +65,25 @@ def infra_start(
     )
 
 
+@infra_app.command("wait")
+def infra_wait(
+    run: RunName = "local",
+    kafka_port: KafkaPort = 9092,
+    controller_port: ControllerPort = 9093,
+    mongo_port: MongoPort = 27017,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each.")] = 90.0,
+) -> None:
+    """Wait until Kafka lists topics and SecantusDB answers a ping (exit 1 if not in time)."""
+    cfg = _config(run, kafka_port, controller_port, mongo_port)
+    try:
+        kafka = infra.wait_kafka(cfg, timeout)
+        mongo = infra.wait_mongo(cfg, timeout)
+    except infra.InfraError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"kafka ready ({kafka:.1f}s), mongo ready ({mongo:.1f}s)")
+
+
 @infra_app.command("stop")
 def infra_stop(
     run: RunName = "local",
@@ -78,6 +97,7 @@ def infra_stop(
 
 @infra_app.command("status")
 def infra_status(run: RunName = "local") -> None:
+    """Say whether Kafka and SecantusDB of a run folder are running."""
     for name, pid in infra.status(_config(run, 9092, 9093, 27017)).items():
         typer.echo(f"{name}: {'running, pid ' + str(pid) if pid else 'stopped'}")
 

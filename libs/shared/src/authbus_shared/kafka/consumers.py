@@ -53,9 +53,6 @@ class CatchUp:
         if target is not None and next_offset >= target:
             del self.targets[tp]
 
-    def remaining(self, positions: dict[TopicPartition, int]) -> int:
-        return sum(max(0, end - positions.get(tp, 0)) for tp, end in self.targets.items())
-
     @property
     def done(self) -> bool:
         return self.assigned and not self.targets

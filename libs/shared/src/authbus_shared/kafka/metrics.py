@@ -5,7 +5,7 @@ Labels are bounded: topic names (a fixed set) and small enums; never keys or pay
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 RPC_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -41,11 +41,5 @@ class KafkaMetrics:
             f"{namespace}_kafka_rpc_requests_total",
             "Requests over Kafka by request topic and outcome (replied, timeout, failed).",
             ["topic", "outcome"],
-            registry=registry,
-        )
-        self.lag = Gauge(
-            f"{namespace}_kafka_catchup_remaining_messages",
-            "Messages left before this instance has caught up on a topic it must read.",
-            ["topic"],
             registry=registry,
         )
