@@ -9,6 +9,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry
+
+from authbus_shared.contracts.envelope import Contract, Envelope, payload_of
+from authbus_shared.contracts.topics import TopicSpec
+from authbus_shared.kafka.admin import resolve
+from authbus_shared.kafka.consumers import BroadcastReader
+from authbus_shared.kafka.metrics import KafkaMetrics
+from authbus_shared.settings import KafkaSettings
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
@@ -71,3 +79,26 @@ async def in_process(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def collected(kafka: KafkaSettings, spec: TopicSpec) -> AsyncIterator[list[Contract]]:
+    """Every payload on a topic (from its beginning), as it arrives."""
+    seen: list[Contract] = []
+
+    async def handle(envelope: Envelope) -> None:
+        seen.append(payload_of(envelope))
+
+    reader = BroadcastReader(
+        kafka,
+        topics=[resolve(spec, kafka).name],
+        handler=handle,
+        metrics=KafkaMetrics("test", CollectorRegistry()),
+        client_id="test-collector",
+        start_at="beginning",
+    )
+    await reader.start()
+    try:
+        yield seen
+    finally:
+        await reader.stop()

@@ -3,11 +3,9 @@ instances giving the same answers (SPEC S1, A1-A7, V1)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from authbus_authz.admin import AdminSettings, connected
 from authbus_authz.runner import run as run_authz
@@ -27,13 +25,9 @@ from authbus_shared.contracts.authz import (
     TokenIssued,
     TokenRevoked,
 )
-from authbus_shared.contracts.envelope import Contract, Envelope, payload_of
-from authbus_shared.kafka.admin import resolve
-from authbus_shared.kafka.consumers import BroadcastReader
-from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.settings import KafkaSettings
 from tests.integration.conftest import authz_instance
-from tests.support import eventually, in_process
+from tests.support import collected, eventually, in_process
 
 PASSWORD = "correct horse battery staple"
 
@@ -60,28 +54,6 @@ async def new_token(
     assert isinstance(issued, tuple), issued
     reply, token = issued
     return reply.token.token_id, token
-
-
-@contextlib.asynccontextmanager
-async def events(kafka: KafkaSettings, spec: topics.TopicSpec) -> AsyncIterator[list[Contract]]:
-    seen: list[Contract] = []
-
-    async def handle(envelope: Envelope) -> None:
-        seen.append(payload_of(envelope))
-
-    reader = BroadcastReader(
-        kafka,
-        topics=[resolve(spec, kafka).name],
-        handler=handle,
-        metrics=KafkaMetrics("t", CollectorRegistry()),
-        client_id="t",
-        start_at="beginning",
-    )
-    await reader.start()
-    try:
-        yield seen
-    finally:
-        await reader.stop()
 
 
 async def test_an_account_is_created_once_per_email_whatever_its_case(client: AuthzClient) -> None:
@@ -148,8 +120,8 @@ async def test_revoking_a_token_refuses_it_and_broadcasts_and_audits_the_change(
     assert isinstance(revoked, TokenRevoked)
     assert verdict.outcome is Outcome.REVOKED
     async with (
-        events(kafka, topics.AUTH_CHANGES) as changes,
-        events(kafka, topics.AUTH_AUDIT) as audit,
+        collected(kafka, topics.AUTH_CHANGES) as changes,
+        collected(kafka, topics.AUTH_AUDIT) as audit,
     ):
         await eventually(lambda: len(changes) >= 1 and len(audit) >= 3)
     assert changes == [revoked]
@@ -168,7 +140,7 @@ async def test_two_authz_instances_share_keys_and_give_the_same_verdicts(
         in_process(run_authz(first), first.ops.port),
         in_process(run_authz(second), second.ops.port),
         connected(AdminSettings(kafka=kafka, timeout_s=10)) as client,
-        events(kafka, topics.AUTHZ_KEYS) as keys,
+        collected(kafka, topics.AUTHZ_KEYS) as keys,
     ):
         await client.create_account("ann@example.com", PASSWORD, None)
         tokens = [(await new_token(client, "ann@example.com"))[1] for _ in range(8)]

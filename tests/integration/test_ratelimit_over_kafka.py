@@ -12,46 +12,29 @@ from prometheus_client import CollectorRegistry
 from authbus_ratelimit.runner import run as run_ratelimit
 from authbus_ratelimit.settings import RatelimitSettings
 from authbus_shared.contracts import topics
-from authbus_shared.contracts.envelope import Envelope, payload_of, utcnow, wrap
+from authbus_shared.contracts.envelope import Contract, utcnow, wrap
 from authbus_shared.contracts.ratelimit import RateDecided, RecordHits
 from authbus_shared.kafka.admin import resolve
-from authbus_shared.kafka.consumers import BroadcastReader
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.settings import KafkaSettings, OpsSettings
-from tests.support import eventually, free_port, in_process
+from tests.support import collected, eventually, free_port, in_process
 
 
 @pytest.fixture
-async def decisions(kafka: KafkaSettings) -> AsyncIterator[list[RateDecided]]:
+async def decisions(kafka: KafkaSettings) -> AsyncIterator[list[Contract]]:
     settings = RatelimitSettings(
         kafka=kafka, limit=5, window_s=60, lockout_s=60, ops=OpsSettings(port=free_port())
     )
-    seen: list[RateDecided] = []
-
-    async def handle(envelope: Envelope) -> None:
-        decision = payload_of(envelope)
-        assert isinstance(decision, RateDecided)
-        seen.append(decision)
-
-    async with in_process(run_ratelimit(settings), settings.ops.port):
-        reader = BroadcastReader(
-            kafka,
-            topics=[resolve(topics.RATELIMIT_DECISIONS, kafka).name],
-            handler=handle,
-            metrics=KafkaMetrics("t", CollectorRegistry()),
-            client_id="t",
-            start_at="beginning",
-        )
-        await reader.start()
-        try:
-            yield seen
-        finally:
-            await reader.stop()
+    async with (
+        in_process(run_ratelimit(settings), settings.ops.port),
+        collected(kafka, topics.RATELIMIT_DECISIONS) as seen,
+    ):
+        yield seen
 
 
 async def test_the_owner_counts_hits_and_locks_the_key_out_past_its_limit(
-    kafka: KafkaSettings, decisions: list[RateDecided]
+    kafka: KafkaSettings, decisions: list[Contract]
 ) -> None:
     publisher = Publisher(kafka, client_id="t", metrics=KafkaMetrics("t", CollectorRegistry()))
     await publisher.start()
@@ -65,9 +48,10 @@ async def test_the_owner_counts_hits_and_locks_the_key_out_past_its_limit(
         await publisher.stop()
 
     await eventually(lambda: len(decisions) == 3)
-    assert [(d.count, d.remaining) for d in decisions] == [(2, 3), (5, 0), (6, 0)]
-    assert decisions[1].blocked_until is None
-    blocked_until = decisions[2].blocked_until
+    rated = [d for d in decisions if isinstance(d, RateDecided)]
+    assert [(d.count, d.remaining) for d in rated] == [(2, 3), (5, 0), (6, 0)]
+    assert rated[1].blocked_until is None
+    blocked_until = rated[2].blocked_until
     assert blocked_until is not None
     assert abs(blocked_until - (at + timedelta(seconds=60))) < timedelta(seconds=1)
-    assert {d.limit for d in decisions} == {5}
+    assert {d.limit for d in rated} == {5}

@@ -21,6 +21,7 @@ from authbus_authz.core.keys import KeyRing
 from authbus_authz.core.verifier import Verifier, denied
 from authbus_authz.metrics import AuthzMetrics
 from authbus_shared.contracts.authz import (
+    AccountCreated,
     CommandRejected,
     CreateAccount,
     CredentialVerified,
@@ -29,6 +30,8 @@ from authbus_shared.contracts.authz import (
     RequestFailed,
     RevokeToken,
     SealedCredential,
+    TokenIssued,
+    TokenRevoked,
     VerifyCredential,
 )
 from authbus_shared.contracts.envelope import (
@@ -153,10 +156,17 @@ class AuthzHandlers:
 
     async def _publish(self, topic: str, event: Contract) -> None:
         envelope = wrap(event, producer=self.instance_id, now=utcnow())
-        key = getattr(event, "account_id", None) or getattr(
-            getattr(event, "account", None), "id", None
-        )
-        await self.publisher.publish(topic, envelope, key=key)
+        await self.publisher.publish(topic, envelope, key=account_of(event))
+
+
+def account_of(event: Contract) -> str | None:
+    """The partition key of an event: its account, so one account's events stay in order."""
+    match event:
+        case AccountCreated():
+            return event.account.id
+        case TokenIssued() | TokenRevoked():
+            return event.account_id
+    return None
 
 
 def _rejected(detail: str) -> CommandRejected:

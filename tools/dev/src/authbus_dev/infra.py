@@ -98,6 +98,15 @@ def install_kafka() -> Path:
     return libs
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in url-safe base64, never starting with "-" (the
+    storage tool would read it as an option; Kafka's own Uuid.randomUuid() avoids it too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def kafka_process(cfg: InfraConfig) -> Managed:
     return Managed("kafka", cfg.run_dir / "kafka")
 
@@ -153,7 +162,7 @@ def start_kafka(cfg: InfraConfig) -> None:
     (folder / "log4j2.properties").write_text(LOG4J2)
     cluster_file = folder / "cluster-id"
     if not cluster_file.exists():
-        cluster_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        cluster_file.write_text(new_cluster_id())
     classpath = f"{libs}/*"
     _run(
         [

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
 from authbus_shared.contracts.envelope import Envelope, MessageDecodeError, decode, utcnow
 from authbus_shared.kafka.admin import partitions_of
@@ -190,7 +191,13 @@ class GroupConsumer(_Reader):
         await asyncio.gather(*(one(tp.topic, r.value) for tp, rs in batch.items() for r in rs))
 
     async def _after_batch(self, next_offsets: dict[TopicPartition, int]) -> None:
-        await self._consumer.commit(next_offsets)
+        try:
+            await self._consumer.commit(next_offsets)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            # The partitions moved to another member while we worked (a rebalance): it will
+            # read them again from the last commit. At-least-once; handlers are idempotent.
+            self._metrics.errors.labels(stage="commit", error=type(exc).__name__).inc()
+            log.warning("commit lost to a rebalance", error=repr(exc))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}

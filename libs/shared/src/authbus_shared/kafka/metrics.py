@@ -26,7 +26,7 @@ class KafkaMetrics:
         )
         self.errors = Counter(
             f"{namespace}_kafka_errors_total",
-            "Failures in Kafka plumbing, by stage (produce, consume, handler) and error class.",
+            "Kafka plumbing failures by stage (produce, consume, commit, handler) and error class.",
             ["stage", "error"],
             registry=registry,
         )
