@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from authbus_api.core.credentials import parse_authorization
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_authz.core.keys import KeyRing, new_signing_key
+from authbus_authz.core.keys import KeyRing, new_sealing_key, new_signing_key
 from authbus_authz.core.passwords import Passwords
 from authbus_authz.core.tokens import check_signature, sign
 from authbus_shared.contracts.authz import (
@@ -39,7 +39,7 @@ def main() -> None:
     now = datetime.now(UTC)
     kek = os.urandom(32)
     key = new_signing_key(kek, now)
-    ring = KeyRing.load(kek, [key], active_signing=key.kid)
+    ring = KeyRing.load(kek, [key, new_sealing_key(kek, now)])
     token = sign(
         ring,
         issuer="authbus",

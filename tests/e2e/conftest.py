@@ -82,7 +82,9 @@ def system(infrastructure: InfraConfig) -> Iterator[System]:
         authz=free_port_run(COUNTS["authz"]),
         ratelimit=free_port_run(COUNTS["ratelimit"]),
     )
-    fleet = Fleet(infrastructure, COUNTS, ports, env={"KAFKA__TOPIC_PREFIX": prefix})
+    # usage reports every second (default 30 s) so last-used times show within a test
+    env = {"KAFKA__TOPIC_PREFIX": prefix, "AUTHBUS_API_USAGE_REPORT_S": "1"}
+    fleet = Fleet(infrastructure, COUNTS, ports, env=env)
     try:
         fleet.start_all()
         yield System(fleet, prefix)

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from authbus_shared.contracts.authz import CommandRejected, RevokeToken
+from authbus_shared.contracts.commands import CommandRejected, RevokeToken
 from authbus_shared.contracts.envelope import Envelope, ReplyTo, payload_of, utcnow, wrap
 from authbus_shared.contracts.topics import REPLIES, TopicSpec
 from authbus_shared.kafka.admin import ensure_topics, resolve

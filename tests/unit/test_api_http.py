@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry
 from authbus_api.app import create_app, edge
 from authbus_api.core.rate_view import RateView
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_api.gate import Gate
+from authbus_api.gate import Gate, Principal
 from authbus_api.metrics import ApiMetrics
+from authbus_shared import apikeys
 from authbus_shared.authz_client import AuthzKeys, Verdict
 from authbus_shared.contracts.authz import (
     AccountView,
@@ -40,6 +41,7 @@ VALID = CredentialVerified(
     credential_id="t1",
 )
 JSON = {"Accept": "application/json"}
+KEY = apikeys.generate()
 
 
 @dataclass
@@ -70,11 +72,20 @@ class Hits:
 
 
 @dataclass
+class Uses:
+    credentials: list[str] = field(default_factory=list)
+
+    def used(self, who: Principal, at: datetime) -> None:
+        self.credentials.append(who.credential_id or "")
+
+
+@dataclass
 class Api:
     client: httpx.AsyncClient
     authz: ScriptedAuthz
     rate: RateView
     hits: Hits
+    uses: Uses
 
 
 @pytest.fixture
@@ -87,9 +98,17 @@ async def api() -> AsyncIterator[Api]:
             "slow": RpcTimeout("no reply"),
             "failing": RequestFailed(reason="unavailable"),
             "bug": RuntimeError("secret internals"),
+            "pw-throttled": CredentialVerified(outcome=Outcome.THROTTLED, retry_after_s=17),
+            KEY: CredentialVerified(
+                outcome=Outcome.VALID,
+                account=ANN,
+                method=AuthMethod.KEY,
+                credential_id="k1",
+                deprecated=True,
+            ),
         }
     )
-    rate, hits = RateView(), Hits()
+    rate, hits, uses = RateView(), Hits(), Uses()
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
     gate = Gate(
@@ -100,12 +119,17 @@ async def api() -> AsyncIterator[Api]:
         authz=authz,
         rate=rate,
         hits=hits,
+        usage=uses,
         metrics=metrics,
+        deprecation={
+            "Deprecation": "@1704067200",
+            "Link": '</v0/deprecations/api-keys>; rel="deprecation"',
+        },
     )
     app = edge(create_app(gate, AuthzKeys()), ops_app(registry, Probes()), metrics)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield Api(client, authz, rate, hits)
+        yield Api(client, authz, rate, hits, uses)
 
 
 def bearer(token: str, **extra: str) -> dict[str, str]:
@@ -122,8 +146,11 @@ async def test_200_answers_the_account_and_counts_the_hit(api: Api) -> None:
         "locale": "fr",
         "scopes": ["read"],
         "auth_method": "token",
+        "two_factor": False,
     }
     assert api.hits.keys == ["acct:acc-1"]
+    assert api.uses.credentials == ["t1"]
+    assert "deprecation" not in response.headers
 
 
 async def test_a_known_credential_is_answered_from_the_cache(api: Api) -> None:
@@ -247,3 +274,38 @@ async def test_probes_and_metrics_are_served_beside_the_api(api: Api) -> None:
     metrics = (await api.client.get("/metrics")).text
     assert 'api_http_requests_total{method="GET",route="/v0/me",status="200"} 1.0' in metrics
     assert 'api_verdict_cache_lookups_total{result="miss"} 1.0' in metrics
+
+
+async def test_429_with_retry_after_for_a_throttled_login(api: Api) -> None:
+    basic = httpx.BasicAuth("ann@example.com", "pw-throttled")
+
+    response = await api.client.get("/v0/me", auth=basic, headers=JSON)
+
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "17"
+    assert "sign-in attempts" in response.json()["error"]
+
+
+async def test_a_legacy_key_answer_carries_the_deprecation_headers(api: Api) -> None:
+    """SPEC A3: `Deprecation` (RFC 9745) and a `Link` with rel="deprecation"."""
+    basic = httpx.BasicAuth("ann@example.com/key", KEY)
+
+    response = await api.client.get("/v0/me", auth=basic)
+    page = await api.client.get("/v0/deprecations/api-keys")
+
+    assert response.status_code == 200
+    assert response.json()["auth_method"] == "key"
+    assert response.headers["deprecation"] == "@1704067200"
+    assert 'rel="deprecation"' in response.headers["link"]
+    assert page.status_code == 200
+    assert "deprecated" in page.text
+
+
+async def test_a_mistyped_key_is_refused_without_asking_authz(api: Api) -> None:
+    typo = KEY[:-1] + ("A" if KEY[-1] != "A" else "B")
+    basic = httpx.BasicAuth("ann@example.com/key", typo)
+
+    response = await api.client.get("/v0/me", auth=basic, headers=JSON)
+
+    assert response.status_code == 401
+    assert api.authz.asked == []

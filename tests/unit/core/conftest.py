@@ -1,4 +1,5 @@
-"""Fixtures for the core unit tests: a key ring, a hand-moved clock, the in-memory store."""
+"""Fixtures for the core unit tests: keys, a hand-moved clock, the in-memory store, and the
+authz core wired on them as the runner wires it (but with cheap argon2 and work run inline)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import os
 
 import pytest
 
-from authbus_authz.core.commands import Commands
+from authbus_authz.core.accounts import AccountCommands
+from authbus_authz.core.issuing import CredentialCommands
+from authbus_authz.core.keyring import KeyService
 from authbus_authz.core.keys import KeyRing, new_sealing_key, new_signing_key
 from authbus_authz.core.passwords import Passwords
 from authbus_authz.core.ports import StoredKey
+from authbus_authz.core.throttle import Throttle
 from authbus_authz.core.verifier import Verifier
 from authbus_authz.stores.memory import MemoryStore
 
-from .support import AUDIENCE, ISSUER, T0, FakeClock, run_now
+from .support import AUDIENCE, ISSUER, T0, TOTP_ISSUER, FakeClock, run_now
 
 
 @pytest.fixture
@@ -32,8 +36,8 @@ def sealing_key(kek: bytes) -> StoredKey:
 
 
 @pytest.fixture
-def ring(kek: bytes, signing_key: StoredKey) -> KeyRing:
-    return KeyRing.load(kek, [signing_key], active_signing=signing_key.kid)
+def ring(kek: bytes, signing_key: StoredKey, sealing_key: StoredKey) -> KeyRing:
+    return KeyRing.load(kek, [signing_key, sealing_key])
 
 
 @pytest.fixture
@@ -53,27 +57,74 @@ def store() -> MemoryStore:
 
 
 @pytest.fixture
-def commands(store: MemoryStore, ring: KeyRing, passwords: Passwords, clock: FakeClock) -> Commands:
-    return Commands(
+async def key_service(store: MemoryStore, kek: bytes, clock: FakeClock) -> KeyService:
+    service = KeyService(store=store, kek=kek, clock=clock)
+    await service.start()
+    return service
+
+
+@pytest.fixture
+def throttle(store: MemoryStore) -> Throttle:
+    return Throttle(store)
+
+
+@pytest.fixture
+def verifier(
+    store: MemoryStore,
+    key_service: KeyService,
+    passwords: Passwords,
+    throttle: Throttle,
+    clock: FakeClock,
+) -> Verifier:
+    return Verifier(
         store=store,
-        ring=ring,
+        keys=key_service,
         passwords=passwords,
+        throttle=throttle,
         run_blocking=run_now,
         clock=clock,
         issuer=ISSUER,
         audience=AUDIENCE,
-        default_locale="en",
     )
 
 
 @pytest.fixture
-def verifier(store: MemoryStore, ring: KeyRing, passwords: Passwords, clock: FakeClock) -> Verifier:
-    return Verifier(
+def accounts(
+    store: MemoryStore,
+    verifier: Verifier,
+    throttle: Throttle,
+    passwords: Passwords,
+    clock: FakeClock,
+    kek: bytes,
+) -> AccountCommands:
+    return AccountCommands(
         store=store,
-        ring=lambda: ring,
+        verifier=verifier,
+        throttle=throttle,
         passwords=passwords,
         run_blocking=run_now,
         clock=clock,
+        kek=kek,
+        default_locale="en",
+        totp_issuer=TOTP_ISSUER,
+    )
+
+
+@pytest.fixture
+def issuing(
+    store: MemoryStore,
+    key_service: KeyService,
+    verifier: Verifier,
+    accounts: AccountCommands,
+    clock: FakeClock,
+) -> CredentialCommands:
+    return CredentialCommands(
+        store=store,
+        keys=key_service,
+        verifier=verifier,
+        accounts=accounts,
+        clock=clock,
         issuer=ISSUER,
         audience=AUDIENCE,
+        keys_creation_enabled=True,
     )

@@ -8,7 +8,10 @@ import base64
 import pytest
 
 from authbus_api.core.credentials import MAX_HEADER_CHARS, Unreadable, parse_authorization
+from authbus_shared import apikeys
 from authbus_shared.contracts.authz import CredentialKind, SealedCredential
+
+KEY = apikeys.generate()
 
 
 def basic(user_pass: str | bytes) -> str:
@@ -85,15 +88,16 @@ def test_basic_scheme_is_case_insensitive() -> None:
 @pytest.mark.parametrize(
     ("user_pass", "kind", "email", "secret"),
     [
-        ("alice@example.io/key:KEY123", CredentialKind.KEY, "alice@example.io", "KEY123"),
-        ("alice@example.io/key:K:E:Y", CredentialKind.KEY, "alice@example.io", "K:E:Y"),
+        (f"alice@example.io/key:{KEY}", CredentialKind.KEY, "alice@example.io", KEY),
         (
             "alice@example.io/token:eyJ.x.y",
             CredentialKind.BASIC_TOKEN,
             "alice@example.io",
             "eyJ.x.y",
         ),
+        ("alice@example.io/token:a:b", CredentialKind.BASIC_TOKEN, "alice@example.io", "a:b"),
     ],
+    ids=["key", "token", "token-with-colons"],
 )
 def test_basic_user_suffix_selects_key_or_token(
     user_pass: str, kind: CredentialKind, email: str, secret: str
@@ -101,6 +105,33 @@ def test_basic_user_suffix_selects_key_or_token(
     """A3: `EMAIL/key`; A4: `EMAIL/token`."""
     assert parse_authorization(basic(user_pass)) == SealedCredential(
         kind=kind, secret=secret, email=email
+    )
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "KEY123",
+        KEY[:-1],
+        KEY + "0",
+        KEY[:20] + ("A" if KEY[20] != "A" else "B") + KEY[21:],
+        "abk-" + KEY[4:],
+        KEY[:10] + ":" + KEY[11:],
+        f"{KEY}:{KEY}",
+    ],
+    ids=["short", "truncated", "one-too-many", "typo", "wrong-prefix", "colon", "doubled"],
+)
+def test_legacy_key_that_is_not_well_formed_is_malformed(secret: str) -> None:
+    """A3: a mistyped legacy key (prefix, length, alphabet, checksum) is refused at the edge,
+    before any lookup; the api answers it like any wrong credential."""
+    assert parse_authorization(basic(f"alice@example.io/key:{secret}")) is Unreadable.MALFORMED
+
+
+def test_a_well_formed_key_given_as_a_password_stays_a_password() -> None:
+    """Only the `/key` suffix says a secret is a key: a password that looks like one is a
+    password (A2)."""
+    assert parse_authorization(basic(f"alice@example.io:{KEY}")) == SealedCredential(
+        kind=CredentialKind.PASSWORD, secret=KEY, email="alice@example.io"
     )
 
 
@@ -172,7 +203,7 @@ def test_oversized_header_is_malformed(header: str) -> None:
     "user_pass",
     [
         "a" * 250 + "@example.io:hunter22",
-        "a" * 250 + "@example.io/key:KEY123",
+        "a" * 250 + f"@example.io/key:{KEY}",
         "a" * 250 + "@example.io/token:tok",
     ],
     ids=["password", "key", "token"],

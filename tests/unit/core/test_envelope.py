@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import orjson
 import pytest
 
-from authbus_shared.contracts.authz import CredentialVerified, Outcome, RevokeToken
+from authbus_shared.contracts.authz import CredentialVerified, Outcome
+from authbus_shared.contracts.commands import RevokeToken
 from authbus_shared.contracts.envelope import (
     Contract,
     Envelope,

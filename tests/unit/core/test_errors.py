@@ -154,6 +154,7 @@ def test_every_error_has_a_catalog_entry_with_a_unique_error_id() -> None:
         (Error.METHOD_NOT_ALLOWED, 405, "method.notAllowed"),
         (Error.NOT_RELEASED, 418, None),
         (Error.TOO_MANY_REQUESTS, 429, None),
+        (Error.LOGIN_THROTTLED, 429, "auth.throttled"),
         (Error.INTERNAL, 500, "error.unknown"),
     ],
 )
@@ -176,3 +177,13 @@ def test_internal_details_never_reach_the_body(error: Error) -> None:
 
     assert "Traceback" not in page
     assert "Exception" not in page
+
+
+def test_login_throttled_is_a_429_of_its_own_not_the_rate_limit() -> None:
+    """A10: throttled sign-in attempts answer 429 `auth.throttled`, told apart from R1-R3's
+    `rate.exceeded` so a client knows which wait it is in."""
+    problem = body(Error.LOGIN_THROTTLED, "application/problem+json")
+
+    assert problem["status"] == 429
+    assert problem["type"] == "urn:authbus:error:auth.throttled"
+    assert problem["detail"] != CATALOG[Error.TOO_MANY_REQUESTS].message

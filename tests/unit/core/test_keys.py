@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+from datetime import timedelta
 
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from authbus_authz.core.keys import KeyRing, decrypt, encrypt, new_signing_key
+from authbus_authz.core.keys import KeyRing, decrypt, encrypt, new_sealing_key, new_signing_key
 from authbus_authz.core.ports import StoredKey
 from authbus_shared.sealing import public_from_jwk, seal_to, thumbprint
 
@@ -93,19 +95,33 @@ def test_two_signing_keys_have_different_kids(kek: bytes) -> None:
 
 
 def test_ring_loads_a_signing_key_that_verifies_what_it_signs(
-    ring: KeyRing, signing_key: StoredKey
+    ring: KeyRing, signing_key: StoredKey, sealing_key: StoredKey
 ) -> None:
     private = ring.signing[signing_key.kid]
 
     assert ring.signing_kid == signing_key.kid
     assert ring.verifying[signing_key.kid].public_numbers() == private.public_key().public_numbers()
-    assert ring.uses("sig") == [signing_key]
-    assert ring.uses("seal") == []
+    assert ring.active("sig") == signing_key
+    assert ring.active("seal") == sealing_key
+    assert ring.published == [signing_key, sealing_key]
 
 
-def test_ring_load_with_the_wrong_kek_fails(signing_key: StoredKey) -> None:
+def test_ring_load_with_the_wrong_kek_fails(signing_key: StoredKey, sealing_key: StoredKey) -> None:
     with pytest.raises(InvalidTag):
-        KeyRing.load(os.urandom(32), [signing_key], active_signing=signing_key.kid)
+        KeyRing.load(os.urandom(32), [signing_key, sealing_key])
+
+
+@pytest.mark.parametrize("missing", ["sig", "seal"])
+def test_ring_without_an_active_key_of_each_use_does_not_load(
+    kek: bytes, signing_key: StoredKey, sealing_key: StoredKey, missing: str
+) -> None:
+    keys = [
+        k if k.use != missing else dataclasses.replace(k, active=False)
+        for k in (signing_key, sealing_key)
+    ]
+
+    with pytest.raises(ValueError, match="no active"):
+        KeyRing.load(kek, keys)
 
 
 def test_sealing_key_kid_is_the_thumbprint_of_its_public_jwk(sealing_key: StoredKey) -> None:
@@ -117,18 +133,27 @@ def test_sealing_key_kid_is_the_thumbprint_of_its_public_jwk(sealing_key: Stored
 
 
 def test_loaded_sealing_key_opens_what_was_sealed_to_its_published_half(
-    kek: bytes, signing_key: StoredKey, sealing_key: StoredKey
+    ring: KeyRing, sealing_key: StoredKey
 ) -> None:
-    ring = KeyRing.load(kek, [signing_key, sealing_key], active_signing=signing_key.kid)
     sealed = seal_to(public_from_jwk(sealing_key.public_jwk), b"a credential")
 
+    assert ring.sealing_kid == sealing_key.kid
     assert ring.sealing[sealing_key.kid].open(sealed) == b"a credential"
-    assert ring.uses("seal") == [sealing_key]
 
 
-def test_adding_a_key_twice_publishes_it_once(
-    kek: bytes, ring: KeyRing, signing_key: StoredKey
+def test_retired_keys_still_verify_and_open_but_the_active_ones_are_used(
+    kek: bytes, signing_key: StoredKey, sealing_key: StoredKey
 ) -> None:
-    ring.add(kek, signing_key)
+    """A1 rotation overlap: the ring keeps retired keys; `active` picks the flagged one."""
+    retired = [dataclasses.replace(k, active=False) for k in (signing_key, sealing_key)]
+    later = T0 + timedelta(days=1)
+    current = [new_signing_key(kek, later), new_sealing_key(kek, later)]
 
-    assert ring.published == [signing_key]
+    ring = KeyRing.load(kek, [*current, *retired])
+
+    assert (ring.signing_kid, ring.sealing_kid) == (current[0].kid, current[1].kid)
+    assert ring.active("sig") == current[0]
+    assert ring.active("seal") == current[1]
+    assert set(ring.verifying) == {signing_key.kid, current[0].kid}
+    assert set(ring.sealing) == {sealing_key.kid, current[1].kid}
+    assert [k.kid for k in ring.published] == [k.kid for k in (*retired, *current)]  # by age

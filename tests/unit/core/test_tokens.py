@@ -12,11 +12,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authbus_authz.core.keys import KeyRing, new_signing_key
+from authbus_authz.core.keys import KeyRing
 from authbus_authz.core.tokens import Claims, check_signature, sign
 from authbus_shared.contracts.authz import Outcome
 
-from .support import AUDIENCE, ISSUER, T0, b64url_json, forge_jwt, ts
+from .support import AUDIENCE, ISSUER, T0, b64url_json, forge_jwt, make_ring, ts
 
 ABSENT = object()
 
@@ -138,7 +138,7 @@ def test_other_asymmetric_alg_is_invalid(ring: KeyRing) -> None:
 
 
 def test_token_signed_by_a_key_not_in_the_ring_is_invalid(ring: KeyRing, kek: bytes) -> None:
-    stranger = KeyRing.load(kek, [other := new_signing_key(kek, T0)], active_signing=other.kid)
+    stranger = make_ring(kek)
 
     assert check(ring, signed(stranger, claims())) is Outcome.INVALID
 

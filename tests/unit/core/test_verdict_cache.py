@@ -14,6 +14,7 @@ from authbus_shared.contracts.authz import (
     CredentialVerified,
     Outcome,
     SealedCredential,
+    password_credential_id,
 )
 
 from .support import T0
@@ -40,14 +41,22 @@ def credential(
     return SealedCredential(kind=kind, secret=raw, email=email)
 
 
-def valid(credential_id: str = "tok-1", valid_until: datetime | None = None) -> CredentialVerified:
+def valid(
+    credential_id: str = "tok-1",
+    valid_until: datetime | None = None,
+    *,
+    account_id: str = "acct-1",
+    method: AuthMethod = AuthMethod.TOKEN,
+    checked_at: datetime = T0,
+) -> CredentialVerified:
     return CredentialVerified(
         outcome=Outcome.VALID,
-        account=AccountView(id="acct-1", email="alice@example.io"),
+        account=AccountView(id=account_id, email=f"{account_id}@example.io"),
         scopes=("read",),
-        method=AuthMethod.TOKEN,
+        method=method,
         credential_id=credential_id,
         valid_until=valid_until,
+        checked_at=checked_at,
     )
 
 
@@ -199,6 +208,91 @@ def test_revocations_are_forgotten_after_ttl() -> None:
     verdicts.revoke("tok-2", sec(61))
 
     assert verdicts.admit(digest, valid("tok-1"), sec(61)).outcome is Outcome.VALID
+
+
+# --- account changes (password changed, 2FA on, disabled) ---------------------------------
+
+
+def test_account_change_drops_every_cached_verdict_of_the_account_and_only_those() -> None:
+    """A7: an AccountChanged drops the account's tokens, keys and password verdicts at once."""
+    verdicts = cache()
+    mine = {
+        DIGEST(credential("tok")): valid("tok-1"),
+        DIGEST(credential("k", kind=CredentialKind.KEY, email="a@x.io")): valid(
+            "key-1", method=AuthMethod.KEY
+        ),
+        DIGEST(credential("pw", kind=CredentialKind.PASSWORD, email="a@x.io")): valid(
+            password_credential_id("acct-1"), method=AuthMethod.PASSWORD
+        ),
+    }
+    theirs = DIGEST(credential("their-tok"))
+    for digest, verdict in mine.items():
+        verdicts.admit(digest, verdict, T0)
+    verdicts.admit(theirs, valid("tok-2", account_id="acct-2"), T0)
+
+    dropped = verdicts.account_changed("acct-1", changed_at=sec(1), now=sec(1))
+
+    assert dropped == 3
+    assert all(verdicts.get(digest, sec(2)) is None for digest in mine)
+    assert verdicts.get(theirs, sec(2)) == valid("tok-2", account_id="acct-2")
+
+
+@pytest.mark.parametrize("checked_s", [0, 0.999, 1], ids=["before", "just-before", "at"])
+def test_valid_verdict_checked_before_the_change_is_answered_but_not_cached(
+    checked_s: float,
+) -> None:
+    """The race: ask authz, the change event lands, then authz's "valid" read before the
+    change arrives. It was in flight with the change: answered once, never cached."""
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.account_changed("acct-1", changed_at=sec(1), now=sec(1.1))
+    stale = valid(checked_at=sec(checked_s))
+
+    acted_on = verdicts.admit(digest, stale, sec(1.2))
+
+    assert acted_on == stale
+    assert verdicts.get(digest, sec(1.3)) is None
+    assert len(verdicts) == 0
+
+
+def test_valid_verdict_checked_after_the_change_is_cached() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.account_changed("acct-1", changed_at=sec(1), now=sec(1))
+    fresh = valid(checked_at=sec(1.001))
+
+    assert verdicts.admit(digest, fresh, sec(2)) == fresh
+    assert verdicts.get(digest, sec(3)) == fresh
+
+
+def test_account_change_does_not_stop_caching_another_accounts_verdicts() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.account_changed("acct-1", changed_at=sec(1), now=sec(1))
+    other = valid("tok-2", account_id="acct-2", checked_at=T0)
+
+    verdicts.admit(digest, other, sec(2))
+
+    assert verdicts.get(digest, sec(3)) == other
+
+
+def test_account_change_is_remembered_until_the_end_of_ttl() -> None:
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.account_changed("acct-1", changed_at=T0, now=T0)
+    verdicts.account_changed("acct-2", changed_at=sec(60), now=sec(60))  # prunes older ones
+
+    verdicts.admit(digest, valid(checked_at=T0), sec(60))
+
+    assert len(verdicts) == 0
+
+
+def test_account_changes_are_forgotten_after_ttl() -> None:
+    """Remembered `ttl` (the longest a stale verdict can be in flight); later events prune
+    them, so the memory stays bounded."""
+    verdicts, digest = cache(), DIGEST(credential())
+    verdicts.account_changed("acct-1", changed_at=T0, now=T0)
+    verdicts.account_changed("acct-2", changed_at=sec(61), now=sec(61))
+
+    verdicts.admit(digest, valid(checked_at=T0), sec(61))
+
+    assert verdicts.get(digest, sec(62)) == valid(checked_at=T0)
 
 
 # --- the digest -------------------------------------------------------------------------------

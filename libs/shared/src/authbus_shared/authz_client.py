@@ -1,35 +1,49 @@
-"""How anything asks authz over Kafka: the api for verdicts, the admin CLI for commands.
+"""How anything asks authz over Kafka: the api for verdicts and users' commands, the admin CLI
+for operators' commands.
 
-`AuthzKeys` follows `authz.keys.v1` (public keys: the newest sealing key to seal credentials
-to, the signing keys as a JWKS). `AuthzClient` turns calls into requests on the authz topics
-and returns the typed reply, sealing every secret on the way out and opening the new token on
-the way back. Nothing raw ever goes on the wire (SPEC A9).
+`AuthzKeys` follows `authz.keys.v1` (public keys: the active sealing key to seal to, the
+signing keys as a JWKS). `AuthzClient` turns calls into requests on the authz topics and
+returns the typed reply. It seals every secret on the way out (passwords, codes, credentials)
+and, for commands that create one (a token, a key, a TOTP secret), sends a one-time public key
+and opens what comes back. Nothing raw ever goes on the wire (SPEC A9).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import structlog
+from pydantic import BaseModel
 
 from authbus_shared.contracts.authz import (
-    CommandRejected,
-    CreateAccount,
     CredentialVerified,
-    IssueToken,
-    KeyPublished,
-    NewToken,
     RequestFailed,
-    RevokeToken,
     SealedCredential,
     VerifyCredential,
 )
+from authbus_shared.contracts.commands import (
+    AccountRef,
+    ChangePassword,
+    CommandRejected,
+    ConfirmTotp,
+    CreateAccount,
+    CreateKey,
+    CreateToken,
+    DisableTotp,
+    EnrollTotp,
+    IssueToken,
+    NewKey,
+    NewToken,
+    SealedLogin,
+    SealedPasswordChange,
+    TotpEnrollment,
+)
 from authbus_shared.contracts.envelope import Contract, Envelope, payload_of
+from authbus_shared.contracts.events import KeyPublished
 from authbus_shared.kafka.rpc import RpcClient
 from authbus_shared.sealing import SealingKey, b64url, public_from_jwk, seal_to
-
-log = structlog.get_logger(__name__)
 
 
 class NoSealingKey(RuntimeError):
@@ -49,7 +63,7 @@ class AuthzKeys:
             return
         if event.use == "sig":
             self.signing[event.kid] = dict(event.jwk)
-        elif self._seal is None or event.created_at >= self._seal[0]:
+        elif event.active and (self._seal is None or event.created_at >= self._seal[0]):
             self._seal = (event.created_at, event.kid, public_from_jwk(event.jwk))
 
     @property
@@ -57,7 +71,7 @@ class AuthzKeys:
         return self._seal is not None
 
     def seal(self, plaintext: bytes) -> tuple[str, str]:
-        """(kid, sealed text) for the newest sealing key."""
+        """(kid, sealed text) for the newest active sealing key."""
         if self._seal is None:
             raise NoSealingKey("no authz sealing key seen on the keys topic")
         _, kid, public = self._seal
@@ -68,6 +82,15 @@ class AuthzKeys:
 
 
 Verdict = CredentialVerified | RequestFailed
+Refusal = CommandRejected | RequestFailed
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A reply whose secret (token, key, otpauth URI) was opened with this call's one-time key."""
+
+    reply: NewToken | NewKey | TotpEnrollment
+    value: str
 
 
 class AuthzClient:
@@ -90,41 +113,137 @@ class AuthzClient:
         self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
     ) -> Verdict:
         """The verdict, or RequestFailed. Raises RpcTimeout when authz does not answer."""
-        kid, sealed = self._keys.seal(credential.model_dump_json().encode())
-        request = VerifyCredential(seal_kid=kid, sealed=sealed, client=client)
-        reply = await self._ask(self._verify, request, key=partition_key)
-        if isinstance(reply, CredentialVerified | RequestFailed):
-            return reply
-        log.warning("unexpected reply to VerifyCredential", type=reply.TYPE)
-        return RequestFailed(reason="internal")
+        kid, sealed = self._seal(credential)
+        reply = await self._rpc.request(
+            self._verify,
+            VerifyCredential(seal_kid=kid, sealed=sealed, client=client),
+            key=partition_key,
+            timeout=self._timeout,
+        )
+        answer = payload_of(reply)
+        return (
+            answer
+            if isinstance(answer, CredentialVerified | RequestFailed)
+            else RequestFailed(reason="internal")
+        )
+
+    async def ask(self, command: Contract, key: str) -> Contract:
+        """Send a command; the reply (a result, CommandRejected or RequestFailed)."""
+        reply = await self._rpc.request(self._commands, command, key=key, timeout=self._timeout)
+        return payload_of(reply)
 
     async def create_account(self, email: str, password: str, locale: str | None) -> Contract:
-        kid, sealed = self._keys.seal(password.encode())
+        kid, sealed = self._seal(password)
         request = CreateAccount(email=email, seal_kid=kid, sealed_password=sealed, locale=locale)
-        return await self._ask(self._commands, request, key=email.strip().lower())
+        return await self.ask(request, email.strip().lower())
 
     async def issue_token(
-        self, email: str, *, name: str, scopes: tuple[str, ...], expires_in_s: int | None
-    ) -> tuple[NewToken, str] | CommandRejected | RequestFailed:
-        """The reply and the token (opened with this call's one-time key), or why not."""
-        one_time = SealingKey.generate()
-        request = IssueToken(
-            email=email,
-            name=name,
-            scopes=scopes,
-            expires_in_s=expires_in_s,
-            reply_key=b64url(one_time.public),
+        self,
+        email: str,
+        *,
+        name: str,
+        scopes: tuple[str, ...] = (),
+        expires_in_s: int | None = None,
+    ) -> Secret | Refusal:
+        """An operator's token for an account (no password)."""
+        return await self._secret(
+            lambda reply_key: IssueToken(
+                email=email,
+                name=name,
+                scopes=scopes,
+                expires_in_s=expires_in_s,
+                reply_key=reply_key,
+            ),
+            email,
         )
-        reply = await self._ask(self._commands, request, key=email.strip().lower())
-        if isinstance(reply, NewToken):
-            return reply, one_time.open(reply.sealed_token).decode()
-        if isinstance(reply, CommandRejected | RequestFailed):
-            return reply
+
+    async def create_token(
+        self,
+        login: SealedLogin,
+        *,
+        name: str,
+        scopes: tuple[str, ...] = (),
+        expires_in_s: int | None = None,
+        client: str | None = None,
+    ) -> Secret | Refusal:
+        """A user's token, with their password (and TOTP code when 2FA is on)."""
+        kid, sealed = self._seal(login)
+        return await self._secret(
+            lambda reply_key: CreateToken(
+                seal_kid=kid,
+                sealed=sealed,
+                client=client,
+                name=name,
+                scopes=scopes,
+                expires_in_s=expires_in_s,
+                reply_key=reply_key,
+            ),
+            login.email.strip().lower(),
+        )
+
+    async def create_key(
+        self,
+        account: AccountRef,
+        *,
+        name: str,
+        scopes: tuple[str, ...] = (),
+        expires_in_s: int | None = None,
+    ) -> Secret | Refusal:
+        return await self._secret(
+            lambda reply_key: CreateKey(
+                account=account,
+                name=name,
+                scopes=scopes,
+                expires_in_s=expires_in_s,
+                reply_key=reply_key,
+            ),
+            _key_of(account),
+        )
+
+    async def enroll_totp(self, account: AccountRef) -> Secret | Refusal:
+        """A pending TOTP secret; `value` is its otpauth:// URI."""
+        return await self._secret(
+            lambda reply_key: EnrollTotp(account=account, reply_key=reply_key), _key_of(account)
+        )
+
+    async def confirm_totp(self, account: AccountRef, code: str) -> Contract:
+        kid, sealed = self._seal(code)
+        return await self.ask(
+            ConfirmTotp(account=account, seal_kid=kid, sealed_code=sealed), _key_of(account)
+        )
+
+    async def disable_totp(self, account: AccountRef, code: str) -> Contract:
+        kid, sealed = self._seal(code)
+        return await self.ask(
+            DisableTotp(account=account, seal_kid=kid, sealed_code=sealed), _key_of(account)
+        )
+
+    async def change_password(
+        self, change: SealedPasswordChange, client: str | None = None
+    ) -> Contract:
+        kid, sealed = self._seal(change)
+        return await self.ask(
+            ChangePassword(seal_kid=kid, sealed=sealed, client=client), change.email.strip().lower()
+        )
+
+    def _seal(self, value: BaseModel | str) -> tuple[str, str]:
+        plaintext = value if isinstance(value, str) else value.model_dump_json()
+        return self._keys.seal(plaintext.encode())
+
+    async def _secret(self, make: Callable[[str], Contract], key: str) -> Secret | Refusal:
+        one_time = SealingKey.generate()
+        reply = await self.ask(make(b64url(one_time.public)), key)
+        match reply:
+            case (
+                NewToken(sealed_token=sealed)
+                | NewKey(sealed_key=sealed)
+                | TotpEnrollment(sealed_uri=sealed)
+            ):
+                return Secret(reply, one_time.open(sealed).decode())
+            case CommandRejected() | RequestFailed():
+                return reply
         return RequestFailed(reason="internal")
 
-    async def revoke_token(self, token_id: str) -> Contract:
-        return await self._ask(self._commands, RevokeToken(token_id=token_id), key=token_id)
 
-    async def _ask(self, topic: str, request: Contract, *, key: str | bytes) -> Contract:
-        envelope = await self._rpc.request(topic, request, key=key, timeout=self._timeout)
-        return payload_of(envelope)
+def _key_of(account: AccountRef) -> str:
+    return account.account_id or (account.email or "").strip().lower()

@@ -10,12 +10,12 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from authbus_api.core.errors import Error, render
-from authbus_api.gate import ApiError, Gate, rate_headers
+from authbus_api.gate import ApiError, Gate
 from authbus_api.metrics import ApiMetrics
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import OPS_PATHS, ASGIApp, Message, Receive, Scope, Send
@@ -45,6 +45,18 @@ class Me(BaseModel):
     locale: str | None
     scopes: list[str]
     auth_method: str
+    two_factor: bool = False  # the token was created with a second factor (SPEC A5)
+
+
+KEYS_DEPRECATED = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    "<title>API keys are deprecated</title></head><body><h1>API keys are deprecated</h1>"
+    "<p>Legacy API keys (<code>Authorization: Basic EMAIL/key:KEY</code>) still work, but "
+    "answers to them carry a <code>Deprecation</code> header. Switch to API tokens: "
+    "<code>Authorization: Bearer TOKEN</code>, or <code>EMAIL/token:TOKEN</code> in Basic "
+    "auth. Tokens can be created with two-factor authentication and revoked one by one.</p>"
+    "</body></html>"
+)
 
 
 def error_response(
@@ -74,14 +86,20 @@ def create_app(gate: Gate, keys: AuthzKeys) -> FastAPI:
     async def who_am_i(request: Request, response: Response) -> Me:
         """Who the credential in `Authorization` belongs to (Bearer or Basic)."""
         who = await gate.authenticate(request.headers.get("authorization"))
-        response.headers.update(rate_headers(gate.limit(who.account.id)))
+        response.headers.update(gate.limit(who))
         return Me(
             id=who.account.id,
             email=who.account.email,
             locale=who.account.locale,
             scopes=list(who.scopes),
             auth_method=who.method.value,
+            two_factor=who.mfa,
         )
+
+    @app.get("/v0/deprecations/api-keys", tags=["keys"], response_class=HTMLResponse)
+    async def api_keys_deprecated() -> str:
+        """Why legacy API keys are deprecated, and what to use instead (Link rel=deprecation)."""
+        return KEYS_DEPRECATED
 
     @app.get("/.well-known/jwks.json", tags=["keys"])
     async def jwks() -> dict[str, Any]:

@@ -53,6 +53,12 @@ class HitSink(Protocol):
     def add(self, key: str, at: datetime) -> None: ...
 
 
+class UsageSink(Protocol):
+    """Where credential uses go (UsageReporter to authz; a twin in unit tests)."""
+
+    def used(self, who: Principal, at: datetime) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who a valid credential belongs to, and what it may do."""
@@ -61,6 +67,8 @@ class Principal:
     method: AuthMethod
     scopes: tuple[str, ...]
     credential_id: str | None
+    mfa: bool = False
+    deprecated: bool = False
 
 
 class ApiError(Exception):
@@ -84,7 +92,9 @@ class Gate:
     authz: Authz
     rate: RateView
     hits: HitSink
+    usage: UsageSink
     metrics: ApiMetrics
+    deprecation: dict[str, str] = field(default_factory=dict)  # headers for legacy-key answers
     _inflight: dict[bytes, asyncio.Future[CredentialVerified]] = field(default_factory=dict)
 
     async def authenticate(self, authorization: str | None) -> Principal:
@@ -102,9 +112,20 @@ class Gate:
             verdict = await self._ask(digest, credential)
         self.metrics.verdicts.labels(outcome=verdict.outcome.value).inc()
         if verdict.outcome is Outcome.VALID and verdict.account and verdict.method:
-            return Principal(verdict.account, verdict.method, verdict.scopes, verdict.credential_id)
+            who = Principal(
+                verdict.account,
+                verdict.method,
+                verdict.scopes,
+                verdict.credential_id,
+                mfa=verdict.mfa,
+                deprecated=verdict.deprecated,
+            )
+            self.usage.used(who, utcnow())
+            return who
         if verdict.outcome is Outcome.NEEDS_TOKEN:
             raise unauthorized(Error.TOKEN_REQUIRED)
+        if verdict.outcome is Outcome.THROTTLED:
+            raise ApiError(Error.LOGIN_THROTTLED, {"Retry-After": str(verdict.retry_after_s or 1)})
         raise unauthorized(Error.INVALID_TOKEN)
 
     async def _ask(self, digest: bytes, credential: SealedCredential) -> CredentialVerified:
@@ -133,18 +154,20 @@ class Gate:
             raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"})
         return self.cache.admit(digest, reply, utcnow())
 
-    def limit(self, account_id: str) -> Admission:
-        """Check and count one request of this account; raises ApiError(429) when over."""
-        key = f"acct:{account_id}"
+    def limit(self, who: Principal) -> dict[str, str]:
+        """Check and count one request of this account: the headers to answer with, or raises
+        ApiError(429). Answers to a legacy key carry the deprecation headers either way."""
+        key = f"acct:{who.account.id}"
         now = utcnow()
         admission = self.rate.check(key, now)
+        headers = rate_headers(admission) | (self.deprecation if who.deprecated else {})
         if not admission.allowed:
             self.metrics.rate.labels(result="limited").inc()
-            raise ApiError(Error.TOO_MANY_REQUESTS, rate_headers(admission))
+            raise ApiError(Error.TOO_MANY_REQUESTS, headers)
         self.metrics.rate.labels(result="allowed").inc()
         self.rate.admitted(key)
         self.hits.add(key, now)
-        return admission
+        return headers
 
 
 def rate_headers(admission: Admission) -> dict[str, str]:

@@ -18,23 +18,22 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
 from authbus_api.app import create_app, edge
-from authbus_api.core.rate_view import RateView
-from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
+from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
 from authbus_api.hits import HitShipper
 from authbus_api.metrics import ApiMetrics
 from authbus_api.settings import ApiSettings
-from authbus_shared.authz_client import AuthzClient, AuthzKeys
+from authbus_api.usage import UsageReporter
+from authbus_api.views import Readers, Views
+from authbus_shared.authz_client import AuthzClient
 from authbus_shared.contracts import topics
-from authbus_shared.contracts.authz import TokenRevoked
-from authbus_shared.contracts.envelope import Envelope, payload_of, utcnow
-from authbus_shared.contracts.ratelimit import RateDecided
+from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.kafka.admin import ensure_topics, resolve
-from authbus_shared.kafka.consumers import BroadcastReader, Handler, StartAt
+from authbus_shared.kafka.consumers import BroadcastReader
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import RpcClient
 from authbus_shared.lifecycle import until_stopped
-from authbus_shared.ops import Check, Probes, ops_app, start_http, stop_http
+from authbus_shared.ops import ASGIApp, Check, Probes, ops_app, start_http, stop_http
 from authbus_shared.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -48,43 +47,17 @@ async def run(settings: ApiSettings) -> int:
     kafka = settings.kafka
     t = {spec.name: resolve(spec, kafka) for spec in topics.ALL_TOPICS}
     client_id = f"{kafka.client_id_prefix}-api-{settings.instance_id}"
-    cache = VerdictCache(
-        max_entries=settings.cache_max_entries,
-        ttl=timedelta(seconds=settings.cache_ttl_s),
-        negative_ttl=timedelta(seconds=settings.cache_negative_ttl_s),
-    )
-    keys, rate = AuthzKeys(), RateView()
-
-    async def on_change(envelope: Envelope) -> None:
-        event = payload_of(envelope)
-        if isinstance(event, TokenRevoked):
-            cache.revoke(event.token_id, utcnow())
-        metrics.invalidations.labels(event=event.TYPE).inc()
-
-    async def on_decision(envelope: Envelope) -> None:
-        decision = payload_of(envelope)
-        if isinstance(decision, RateDecided):
-            rate.on_decision(decision)
+    views = Views.new(settings, metrics)
 
     async with contextlib.AsyncExitStack() as stack:
         await ensure_topics(kafka, t.values())
         publisher = Publisher(kafka, client_id=client_id, metrics=metrics.kafka)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
-
-        readers: dict[str, tuple[str, Handler, StartAt]] = {
-            "authz_keys": (t[topics.AUTHZ_KEYS.name].name, keys.handle, "beginning"),
-            "auth_changes": (t[topics.AUTH_CHANGES.name].name, on_change, "end"),
-            "rate_decisions": (
-                t[topics.RATELIMIT_DECISIONS.name].name,
-                on_decision,
-                timedelta(seconds=settings.decisions_lookback_s),
-            ),
-        }
+        readers = views.readers(t, settings)
         parts = await start_readers(
             stack, readers, kafka=kafka, probes=probes, metrics=metrics, client_id=client_id
         )
-
         rpc = RpcClient(
             kafka,
             publisher=publisher,
@@ -95,47 +68,31 @@ async def run(settings: ApiSettings) -> int:
         )
         await rpc.start()
         stack.push_async_callback(rpc.stop)
-        hits = HitShipper(
-            publisher,
-            topic=t[topics.RATELIMIT_HITS.name].name,
-            instance_id=settings.instance_id,
-            interval=timedelta(milliseconds=settings.hits_flush_ms),
-            metrics=metrics,
-        )
-        hits.start()
-        stack.push_async_callback(hits.stop)
-
+        hits, usage = await start_senders(stack, publisher, settings, t, metrics)
         probes.live("reply_inbox", lambda: rpc.alive)
         probes.ready("reply_inbox", lambda: rpc.ready)
-        probes.ready("authz_sealing_key", lambda: keys.has_sealing_key)
+        probes.ready("authz_sealing_key", lambda: views.keys.has_sealing_key)
         probes.ready("kafka_producer", lambda: publisher.started)
 
+        authz = AuthzClient(
+            rpc,
+            views.keys,
+            verify_topic=t[topics.AUTH_VERIFY.name].name,
+            commands_topic=t[topics.AUTHZ_COMMANDS.name].name,
+            timeout=settings.verify_timeout,
+        )
         gate = Gate(
-            cache=cache,
+            cache=views.cache,
             digest=CredentialDigest(),
-            authz=AuthzClient(
-                rpc,
-                keys,
-                verify_topic=t[topics.AUTH_VERIFY.name].name,
-                commands_topic=t[topics.AUTHZ_COMMANDS.name].name,
-                timeout=settings.verify_timeout,
-            ),
-            rate=rate,
+            authz=authz,
+            rate=views.rate,
             hits=hits,
+            usage=usage,
             metrics=metrics,
+            deprecation=settings.deprecation_headers,
         )
-        app = edge(create_app(gate, keys), ops_app(registry, probes), metrics)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            server_header=False,
-        )
-        server, server_task = await start_http(config)
+        app = edge(create_app(gate, views.keys), ops_app(registry, probes), metrics)
+        server, server_task = await start_http(http_config(app, settings))
         stack.push_async_callback(stop_http, server, server_task)
         log.info("api started", port=settings.port)
 
@@ -146,9 +103,49 @@ async def run(settings: ApiSettings) -> int:
     return 1 if why == "failed" else 0
 
 
+def http_config(app: ASGIApp, settings: ApiSettings) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+    )
+
+
+async def start_senders(
+    stack: contextlib.AsyncExitStack,
+    publisher: Publisher,
+    settings: ApiSettings,
+    t: dict[str, TopicSpec],
+    metrics: ApiMetrics,
+) -> tuple[HitShipper, UsageReporter]:
+    """What the api sends in batches: hits to ratelimit, credential uses to authz."""
+    hits = HitShipper(
+        publisher,
+        topic=t[topics.RATELIMIT_HITS.name].name,
+        instance_id=settings.instance_id,
+        interval=timedelta(milliseconds=settings.hits_flush_ms),
+        metrics=metrics,
+    )
+    usage = UsageReporter(
+        publisher,
+        topic=t[topics.AUTH_USAGE.name].name,
+        instance_id=settings.instance_id,
+        interval=timedelta(seconds=settings.usage_report_s),
+    )
+    for sender in (hits, usage):
+        sender.start()
+        stack.push_async_callback(sender.stop)
+    return hits, usage
+
+
 async def start_readers(
     stack: contextlib.AsyncExitStack,
-    readers: dict[str, tuple[str, Handler, StartAt]],
+    readers: Readers,
     *,
     kafka: KafkaSettings,
     probes: Probes,

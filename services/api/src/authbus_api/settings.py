@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -35,6 +35,26 @@ class ApiSettings(ServiceSettings):
         ge=0,
         description="At start, read rate decisions of this last stretch (longest window/lockout).",
     )
+
+    usage_report_s: float = Field(
+        default=30.0, gt=0, description="How often credential uses (last-used times) go to authz."
+    )
+    keys_deprecated_at: datetime = Field(
+        default=datetime(2024, 1, 1, tzinfo=UTC),
+        description="When legacy API keys were deprecated (the Deprecation header, RFC 9745).",
+    )
+    keys_deprecation_link: str = Field(
+        default="/v0/deprecations/api-keys",
+        description="Where the deprecation of API keys is explained (Link rel=deprecation).",
+    )
+
+    @property
+    def deprecation_headers(self) -> dict[str, str]:
+        """Added to every answer to a request authenticated with a legacy key (SPEC A3)."""
+        return {
+            "Deprecation": f"@{int(self.keys_deprecated_at.timestamp())}",
+            "Link": f'<{self.keys_deprecation_link}>; rel="deprecation"; type="text/html"',
+        }
 
     @property
     def verify_timeout(self) -> timedelta:

@@ -2,37 +2,57 @@
 
 Every request gets exactly one reply while its asker waits: a verdict, a command result, a
 rejection, or `RequestFailed` when authz itself failed (store down: `unavailable`; a bug:
-`internal`, logged with its traceback). Events (audit, changes) are published before the reply,
-so an asker that sees "revoked" knows the broadcast is already on the log.
+`internal`, logged with its traceback). Events (changes, audit, keys) are published before the
+reply, so an asker that sees "revoked" knows the broadcast is already on the log. Usage
+reports (`auth.usage.v1`) are not requests: they are recorded, no reply.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar, cast
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pymongo.errors import ConnectionFailure
 
-from authbus_authz.core.commands import Commands, Done
-from authbus_authz.core.keys import KeyRing
-from authbus_authz.core.verifier import Verifier, denied
+from authbus_authz.core.accounts import AccountCommands
+from authbus_authz.core.issuing import CredentialCommands, Request
+from authbus_authz.core.keyring import KeyService
+from authbus_authz.core.ports import StoredKey
+from authbus_authz.core.results import Done, rejected
+from authbus_authz.core.usage import Usage
+from authbus_authz.core.verifier import Checked, Verifier
 from authbus_authz.metrics import AuthzMetrics
 from authbus_shared.contracts.authz import (
-    AccountCreated,
-    CommandRejected,
-    CreateAccount,
     CredentialVerified,
-    IssueToken,
     Outcome,
     RequestFailed,
-    RevokeToken,
     SealedCredential,
-    TokenIssued,
-    TokenRevoked,
     VerifyCredential,
+)
+from authbus_shared.contracts.commands import (
+    ChangePassword,
+    CommandRejected,
+    ConfirmTotp,
+    CreateAccount,
+    CreateKey,
+    CreateToken,
+    DisableTotp,
+    EnrollTotp,
+    IssueToken,
+    ListKeys,
+    ListTokens,
+    NewCredentialRequest,
+    RevokeKey,
+    RevokeToken,
+    RotateKey,
+    SealedLogin,
+    SealedPasswordChange,
+    SetAccountDisabled,
 )
 from authbus_shared.contracts.envelope import (
     Contract,
@@ -42,24 +62,44 @@ from authbus_shared.contracts.envelope import (
     utcnow,
     wrap,
 )
+from authbus_shared.contracts.events import (
+    AccountChanged,
+    AccountCreated,
+    CredentialsUsed,
+    KeyIssued,
+    KeyPublished,
+    KeyRevoked,
+    KeyRotated,
+    KeyUsed,
+    LoginFailed,
+    LoginThrottled,
+    TokenIssued,
+    TokenRevoked,
+)
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import Responder
 from authbus_shared.sealing import SealError
 
 log = structlog.get_logger(__name__)
+M = TypeVar("M", bound=BaseModel)
+C = TypeVar("C", bound=Contract)
+Route = Callable[[Contract], Awaitable[Done]]
 
 
 @dataclass
 class Topics:
     audit: str
     changes: str
+    keys: str
 
 
 @dataclass
 class AuthzHandlers:
     verifier: Verifier
-    commands: Commands
-    ring: KeyRing
+    accounts: AccountCommands
+    credentials: CredentialCommands
+    usage: Usage
+    keys: KeyService
     responder: Responder
     publisher: Publisher
     topics: Topics
@@ -67,6 +107,9 @@ class AuthzHandlers:
     instance_id: str
 
     async def handle(self, envelope: Envelope) -> None:
+        if envelope.type == CredentialsUsed.TYPE:
+            await self._usage(envelope)
+            return
         if not self.responder.wanted(envelope, utcnow()):
             reason = "deadline" if envelope.reply_to else "no_reply_to"
             self.metrics.skipped.labels(reason=reason).inc()
@@ -90,53 +133,128 @@ class AuthzHandlers:
         self.metrics.failures.labels(reason=reason).inc()
         return RequestFailed(reason=reason)  # type: ignore[arg-type]
 
+    def __post_init__(self) -> None:
+        # contract type -> (command name for metrics, the method that does it)
+        self._routes: dict[type[Contract], tuple[str, Route]] = dict(
+            [
+                route(CreateAccount, "create_account", self._create_account),
+                route(ChangePassword, "change_password", self._change_password),
+                route(SetAccountDisabled, "set_account_disabled", self._set_disabled),
+                route(IssueToken, "issue_token", self._issue_token),
+                route(CreateToken, "create_token", self._create_token),
+                route(ListTokens, "list_tokens", self._list_tokens),
+                route(RevokeToken, "revoke_token", self._revoke_token),
+                route(CreateKey, "create_key", self._create_key),
+                route(ListKeys, "list_keys", self._list_keys),
+                route(RevokeKey, "revoke_key", self._revoke_key),
+                route(EnrollTotp, "enroll_totp", self._enroll_totp),
+                route(ConfirmTotp, "confirm_totp", self._confirm_totp),
+                route(DisableTotp, "disable_totp", self._disable_totp),
+                route(RotateKey, "rotate_key", self._rotate),
+            ]
+        )
+
     async def _dispatch(self, request: Contract) -> Contract:
-        match request:
-            case VerifyCredential():
-                return await self._verify(request)
-            case CreateAccount():
-                password = self._open(request.seal_kid, request.sealed_password)
-                if password is None:
-                    return await self._done("create_account", Done(_rejected("password")))
-                done = await self.commands.create_account(request.email, password, request.locale)
-                return await self._done("create_account", done)
-            case IssueToken():
-                expires = timedelta(seconds=request.expires_in_s) if request.expires_in_s else None
-                done = await self.commands.issue_token(
-                    request.email,
-                    name=request.name,
-                    scopes=request.scopes,
-                    expires_in=expires,
-                    reply_key=request.reply_key,
-                )
-                return await self._done("issue_token", done)
-            case RevokeToken():
-                return await self._done(
-                    "revoke_token", await self.commands.revoke_token(request.token_id)
-                )
-            case _:
-                raise MessageDecodeError(f"authz does not handle {request.TYPE}")
+        if isinstance(request, VerifyCredential):
+            return await self._verify(request)
+        entry = self._routes.get(type(request))
+        if entry is None:
+            raise MessageDecodeError(f"authz does not handle {request.TYPE}")
+        command, do = entry
+        return await self._done(command, await do(request))
+
+    # one method per command: open what is sealed, call the core --------------------------
+    async def _create_account(self, r: CreateAccount) -> Done:
+        password = await self._open(r.seal_kid, r.sealed_password)
+        if password is None:
+            return rejected("invalid_input", "sealed_password")
+        return await self.accounts.create_account(r.email, password, r.locale)
+
+    async def _change_password(self, r: ChangePassword) -> Done:
+        change = await self._open_model(r.seal_kid, r.sealed, SealedPasswordChange)
+        if change is None:
+            return rejected("invalid_input", "sealed")
+        return await self.accounts.change_password(change, r.client)
+
+    async def _set_disabled(self, r: SetAccountDisabled) -> Done:
+        return await self.accounts.set_disabled(r.account, r.disabled)
+
+    async def _issue_token(self, r: IssueToken) -> Done:
+        return await self.credentials.issue_token(r.email, _request(r))
+
+    async def _create_token(self, r: CreateToken) -> Done:
+        login = await self._open_model(r.seal_kid, r.sealed, SealedLogin)
+        if login is None:
+            return rejected("invalid_input", "sealed")
+        return await self.credentials.create_token(login, _request(r), r.client)
+
+    async def _list_tokens(self, r: ListTokens) -> Done:
+        return await self.credentials.list_tokens(r.account)
+
+    async def _revoke_token(self, r: RevokeToken) -> Done:
+        return await self.credentials.revoke_token(r.token_id, r.account_id)
+
+    async def _create_key(self, r: CreateKey) -> Done:
+        return await self.credentials.create_key(r.account, _request(r))
+
+    async def _list_keys(self, r: ListKeys) -> Done:
+        return await self.credentials.list_keys(r.account)
+
+    async def _revoke_key(self, r: RevokeKey) -> Done:
+        return await self.credentials.revoke_key(r.key_id, r.account_id)
+
+    async def _enroll_totp(self, r: EnrollTotp) -> Done:
+        return await self.accounts.enroll_totp(r.account, r.reply_key)
+
+    async def _confirm_totp(self, r: ConfirmTotp) -> Done:
+        code = await self._open(r.seal_kid, r.sealed_code)
+        if code is None:
+            return rejected("invalid_input", "sealed_code")
+        return await self.accounts.confirm_totp(r.account, code)
+
+    async def _disable_totp(self, r: DisableTotp) -> Done:
+        code = await self._open(r.seal_kid, r.sealed_code)
+        if code is None:
+            return rejected("invalid_input", "sealed_code")
+        return await self.accounts.disable_totp(r.account, code)
 
     async def _verify(self, request: VerifyCredential) -> CredentialVerified:
         started = time.perf_counter()
-        credential = self._credential(request)
+        credential = await self._open_model(request.seal_kid, request.sealed, SealedCredential)
         kind = credential.kind.value if credential else "unreadable"
-        verdict = await self.verifier.verify(credential) if credential else denied(Outcome.INVALID)
+        if credential is None:
+            checked = Checked(CredentialVerified(outcome=Outcome.INVALID, checked_at=utcnow()))
+        else:
+            checked = await self.verifier.verify(credential, request.client)
+        for event in checked.audit:
+            await self._publish(self.topics.audit, event)
         self.metrics.verify_duration.labels(kind=kind).observe(time.perf_counter() - started)
-        self.metrics.verdicts.labels(kind=kind, outcome=verdict.outcome.value).inc()
-        return verdict
+        self.metrics.verdicts.labels(kind=kind, outcome=checked.verdict.outcome.value).inc()
+        return checked.verdict
 
-    def _credential(self, request: VerifyCredential) -> SealedCredential | None:
-        opened = self._open(request.seal_kid, request.sealed)
-        if opened is None:
-            return None
-        try:
-            return SealedCredential.model_validate_json(opened)
-        except ValidationError:
-            return None
+    async def _rotate(self, request: RotateKey) -> Done:
+        rotated = await self.keys.rotate(request.use)
+        if rotated is None:
+            return rejected("invalid_input", "a concurrent rotation won; try again")
+        event = KeyRotated(
+            use=request.use, kid=rotated.new.kid, previous_kid=rotated.previous.kid, at=utcnow()
+        )
+        return Done(
+            event,
+            audit=(event,),
+            published=tuple(published(k) for k in (rotated.previous, rotated.new)),
+        )
 
-    def _open(self, kid: str, sealed: str) -> str | None:
-        key = self.ring.sealing.get(kid)
+    async def _usage(self, envelope: Envelope) -> None:
+        report = payload_of(envelope)
+        if not isinstance(report, CredentialsUsed):
+            raise MessageDecodeError(f"not a usage report: {envelope.type}")
+        for event in await self.usage.record(report):
+            await self._publish(self.topics.audit, event)
+
+    async def _open(self, kid: str, sealed: str) -> str | None:
+        """The plaintext of a payload sealed to our key `kid` (None if it does not open)."""
+        key = self.keys.ring.sealing.get(kid) if await self.keys.knows(kid) else None
         if key is None:
             log.warning("sealed to an unknown key", seal_kid=kid)
             return None
@@ -145,11 +263,23 @@ class AuthzHandlers:
         except (SealError, UnicodeDecodeError):
             return None
 
+    async def _open_model(self, kid: str, sealed: str, model: type[M]) -> M | None:
+        opened = await self._open(kid, sealed)
+        if opened is None:
+            return None
+        try:
+            return model.model_validate_json(opened)
+        except ValidationError:
+            return None
+
     async def _done(self, command: str, done: Done) -> Contract:
         for event in done.changes:
             await self._publish(self.topics.changes, event)
         for event in done.audit:
             await self._publish(self.topics.audit, event)
+        for key in done.published:
+            envelope = wrap(key, producer=self.instance_id, now=utcnow())
+            await self.publisher.publish(self.topics.keys, envelope, key=key.kid)
         result = done.reply.reason if isinstance(done.reply, CommandRejected) else "done"
         self.metrics.commands.labels(command=command, result=result).inc()
         return done.reply
@@ -159,15 +289,45 @@ class AuthzHandlers:
         await self.publisher.publish(topic, envelope, key=account_of(event))
 
 
+def route(
+    contract: type[C], command: str, do: Callable[[C], Awaitable[Done]]
+) -> tuple[type[Contract], tuple[str, Route]]:
+    """A route table entry. `_dispatch` looks routes up by the request's exact type, so the
+    request handed to `do` is a `contract`."""
+
+    async def call(request: Contract) -> Done:
+        return await do(cast(C, request))
+
+    return contract, (command, call)
+
+
+def _request(request: NewCredentialRequest) -> Request:
+    expires = timedelta(seconds=request.expires_in_s) if request.expires_in_s else None
+    return Request(
+        name=request.name, scopes=request.scopes, expires_in=expires, reply_key=request.reply_key
+    )
+
+
+def published(key: StoredKey) -> KeyPublished:
+    return KeyPublished(
+        kid=key.kid, use=key.use, jwk=key.public_jwk, created_at=key.created_at, active=key.active
+    )
+
+
 def account_of(event: Contract) -> str | None:
     """The partition key of an event: its account, so one account's events stay in order."""
     match event:
         case AccountCreated():
             return event.account.id
-        case TokenIssued() | TokenRevoked():
+        case (
+            AccountChanged()
+            | TokenIssued()
+            | TokenRevoked()
+            | KeyIssued()
+            | KeyRevoked()
+            | KeyUsed()
+            | LoginFailed()
+            | LoginThrottled()
+        ):
             return event.account_id
     return None
-
-
-def _rejected(detail: str) -> CommandRejected:
-    return CommandRejected(reason="invalid_input", detail=detail)

@@ -40,6 +40,18 @@ class AuthzSettings(ServiceSettings):
     issuer: str = Field(default="authbus", description="`iss` of the tokens authz signs.")
     audience: str = Field(default="authbus", description="`aud` of the tokens authz signs.")
     default_locale: str = Field(default="en", description="Locale of new accounts.")
+    keys_creation_enabled: bool = Field(
+        default=True,
+        description="Whether new legacy API keys may be created (they are deprecated).",
+    )
+    key_rotation_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Rotate the signing and sealing keys once this old (0: only when ordered).",
+    )
+    totp_issuer: str = Field(
+        default="authbus", description="Issuer shown in authenticator apps for login 2FA."
+    )
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     ops: OpsSettings = Field(default_factory=lambda: OpsSettings(port=9101))
     passwords: PasswordHashing = Field(default_factory=PasswordHashing)

@@ -54,6 +54,10 @@ AUTH_CHANGES = TopicSpec(
 AUTH_AUDIT = TopicSpec(
     "auth.audit.v1", 3, "audit trail of auth events", {"retention.ms": str(30 * DAY_MS)}
 )
+# api -> authz (group "authz"): credential uses, batched (last-used times, key-used audit).
+AUTH_USAGE = TopicSpec(
+    "auth.usage.v1", 6, "credential uses reported by the api", {"retention.ms": str(DAY_MS)}
+)
 # api -> ratelimit (group "ratelimit"): hits, keyed by limit key so one owner counts a key.
 RATELIMIT_HITS = TopicSpec(
     "ratelimit.hits.v1",
@@ -76,6 +80,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     AUTHZ_KEYS,
     AUTH_CHANGES,
     AUTH_AUDIT,
+    AUTH_USAGE,
     RATELIMIT_HITS,
     RATELIMIT_DECISIONS,
 )

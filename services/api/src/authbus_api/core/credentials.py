@@ -4,7 +4,8 @@
   b64token characters.
 - `Basic <base64>` (RFC 7617): strict base64, UTF-8, split at the *first* colon (a password may
   hold colons, a user-id may not). The user-id says which credential the password is:
-  `EMAIL` -> password (A2), `EMAIL/key` -> legacy API key (A3), `EMAIL/token` -> token (A4).
+  `EMAIL` -> password (A2), `EMAIL/key` -> legacy API key (A3, whose prefix and checksum are
+checked here), `EMAIL/token` -> token (A4).
 
 No header: `missing`. Anything unreadable (unknown scheme, bad base64, not UTF-8, no colon,
 empty parts, oversized): `malformed`, which the api answers like a wrong credential (401
@@ -18,6 +19,7 @@ import binascii
 import re
 from enum import StrEnum
 
+from authbus_shared import apikeys
 from authbus_shared.contracts.authz import CredentialKind, SealedCredential
 
 MAX_HEADER_CHARS = 8192
@@ -63,4 +65,6 @@ def _basic(encoded: str) -> SealedCredential | Unreadable:
             break
     if not email or len(email) > MAX_EMAIL_CHARS:
         return Unreadable.MALFORMED
+    if kind is CredentialKind.KEY and not apikeys.well_formed(secret):
+        return Unreadable.MALFORMED  # a mistyped key (bad checksum) is refused before any lookup
     return SealedCredential(kind=kind, secret=secret, email=email)

@@ -35,6 +35,7 @@ class Error(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     NOT_RELEASED = "not_released"
     TOO_MANY_REQUESTS = "too_many_requests"
+    LOGIN_THROTTLED = "login_throttled"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
 
@@ -68,6 +69,12 @@ CATALOG: dict[Error, CatalogEntry] = {
     ),
     Error.TOO_MANY_REQUESTS: CatalogEntry(
         429, "rate.exceeded", "Too many requests. Please try again later.", "Too Many Requests"
+    ),
+    Error.LOGIN_THROTTLED: CatalogEntry(
+        429,
+        "auth.throttled",
+        "Too many failed sign-in attempts. Please try again later.",
+        "Too Many Requests",
     ),
     Error.INTERNAL: CatalogEntry(
         500, "error.unknown", "Internal server error.", "Internal Server Error"

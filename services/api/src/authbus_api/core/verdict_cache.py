@@ -5,12 +5,16 @@ start, so the cache never holds a credential nor a hash that could be attacked o
 
 Algorithm: a bounded LRU; an entry lives `ttl` (valid verdicts, capped by the credential's own
 `valid_until`) or `negative_ttl` (denials, so a flood of bad tokens does not reach authz).
-Invalidation: authz broadcasts changes (token revoked, ...) on `auth.changes.v1`; each drops
-the entries of that credential and is remembered for `ttl`. The race: a request asks authz, the
-revocation event arrives, then the reply "valid" (read before the revocation) arrives. A
-revoked credential never becomes valid again, so `admit` turns any "valid" reply for a
-credential revoked in the last `ttl` into `revoked`: neither cached nor honoured. The TTL is
-the safety net if an event is missed, not the mechanism.
+Invalidation: authz broadcasts changes on `auth.changes.v1`. A revoked token or key drops the
+entries of that credential; an account change (password changed, 2FA on, disabled) drops every
+entry of the account. Both are remembered for `ttl`, for the race: a request asks authz, the
+change event arrives, then the reply "valid" (read before the change) arrives.
+- A revoked credential never becomes valid again, so `admit` turns a "valid" reply for a
+  credential revoked in the last `ttl` into `revoked`: neither cached nor honoured.
+- For an account change, `admit` compares the verdict's `checked_at` with the change's time
+  (both authz clocks): a verdict read before the change is answered once (it was in flight
+  with the change) but not cached; the next request asks authz again.
+The TTL is the safety net if an event is missed, not the mechanism.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ class VerdictCache:
         self._negative_ttl = negative_ttl
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._by_credential: dict[str, set[bytes]] = {}
+        self._by_account: dict[str, set[bytes]] = {}
         self._revoked: dict[str, datetime] = {}  # credential id -> when the event arrived
+        self._changed: dict[str, tuple[datetime, datetime]] = {}  # account -> (change at, seen)
 
     def get(self, digest: bytes, now: datetime) -> CredentialVerified | None:
         entry = self._entries.get(digest)
@@ -76,33 +82,64 @@ class VerdictCache:
                 expires = min(expires, verdict.valid_until)
         else:
             expires = now + self._negative_ttl
-        if expires > now:
+        if expires > now and not self._stale(verdict):
             self._drop(digest)
             self._entries[digest] = _Entry(verdict, expires)
             if verdict.credential_id:
                 self._by_credential.setdefault(verdict.credential_id, set()).add(digest)
+            if verdict.account:
+                self._by_account.setdefault(verdict.account.id, set()).add(digest)
             while len(self._entries) > self._max:
                 self._drop(next(iter(self._entries)))
         return verdict
 
+    def _stale(self, verdict: CredentialVerified) -> bool:
+        """Read by authz before a change of its account that this instance has seen."""
+        if verdict.account is None or verdict.account.id not in self._changed:
+            return False
+        changed_at, _ = self._changed[verdict.account.id]
+        return verdict.checked_at is None or verdict.checked_at <= changed_at
+
     def revoke(self, credential_id: str, now: datetime) -> int:
-        """A change event: forget this credential's verdicts; returns how many were dropped."""
+        """A credential was revoked: forget its verdicts; returns how many were dropped."""
         self._revoked[credential_id] = now
-        digests = self._by_credential.pop(credential_id, set())
-        for digest in digests:
-            self._entries.pop(digest, None)
+        dropped = self._drop_all(set(self._by_credential.get(credential_id, ())))
+        self._forget(now)
+        return dropped
+
+    def account_changed(self, account_id: str, changed_at: datetime, now: datetime) -> int:
+        """An account changed (at `changed_at`, authz's clock): forget all its verdicts."""
+        self._changed[account_id] = (changed_at, now)
+        dropped = self._drop_all(set(self._by_account.get(account_id, ())))
+        self._forget(now)
+        return dropped
+
+    def _forget(self, now: datetime) -> None:
         horizon = now - self._ttl
         for cid in [c for c, at in self._revoked.items() if at < horizon]:
             del self._revoked[cid]
+        for aid in [a for a, (_, seen) in self._changed.items() if seen < horizon]:
+            del self._changed[aid]
+
+    def _drop_all(self, digests: set[bytes]) -> int:
+        for digest in digests:
+            self._drop(digest)
         return len(digests)
 
     def _drop(self, digest: bytes) -> None:
         entry = self._entries.pop(digest, None)
-        cid = entry.verdict.credential_id if entry else None
-        if cid and cid in self._by_credential:
-            self._by_credential[cid].discard(digest)
-            if not self._by_credential[cid]:
-                del self._by_credential[cid]
+        if entry is None:
+            return
+        verdict = entry.verdict
+        _unindex(self._by_credential, verdict.credential_id, digest)
+        _unindex(self._by_account, verdict.account.id if verdict.account else None, digest)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _unindex(index: dict[str, set[bytes]], key: str | None, digest: bytes) -> None:
+    if key is not None and key in index:
+        index[key].discard(digest)
+        if not index[key]:
+            del index[key]

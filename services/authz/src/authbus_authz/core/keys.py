@@ -1,13 +1,14 @@
 """authz's key material: the JWT signing key (ES256) and the credential sealing key (X25519).
 
 Private halves are stored in MongoDB encrypted with AES-256-GCM under the key-encryption key
-from settings (the kid is the associated data, so a blob cannot be moved to another key id).
-Key ids are RFC 7638 thumbprints. All authz instances share the same keys: the first instance
-to start creates them, the others read them (`CredentialStore.active_key`).
+from settings (the kid is the associated data, so a blob cannot be moved to another key id;
+TOTP secrets use the same scheme with the account as associated data). Key ids are RFC 7638
+thumbprints. All authz instances share the same keys: the first instance to start creates
+them, the others read them; rotation is in `keyring.py`.
 
 ES256 was chosen for tokens: asymmetric (the api and third parties verify with the published
 JWKS, only authz signs), supported by every JWT library, and faster to verify than EdDSA in
-pyjwt. Rotation with overlap comes with issue #3.
+pyjwt.
 """
 
 from __future__ import annotations
@@ -65,22 +66,26 @@ def new_sealing_key(kek: bytes, now: datetime) -> StoredKey:
 
 @dataclass
 class KeyRing:
-    """The keys an authz instance uses, decrypted in memory. `signing` is the active one."""
+    """The keys an authz instance uses, decrypted in memory: the active signing and sealing
+    keys, and every retired one (retired keys still verify tokens and open sealed requests)."""
 
-    signing_kid: str
+    signing_kid: str = ""
+    sealing_kid: str = ""
     signing: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
     verifying: dict[str, ec.EllipticCurvePublicKey] = field(default_factory=dict)
     sealing: dict[str, SealingKey] = field(default_factory=dict)
     published: list[StoredKey] = field(default_factory=list)
 
     @classmethod
-    def load(cls, kek: bytes, keys: list[StoredKey], active_signing: str) -> KeyRing:
-        ring = cls(signing_kid=active_signing)
-        for key in keys:
-            ring.add(kek, key)
+    def load(cls, kek: bytes, keys: list[StoredKey]) -> KeyRing:
+        ring = cls()
+        for key in sorted(keys, key=lambda k: k.created_at):
+            ring._add(kek, key)
+        if not ring.signing_kid or not ring.sealing_kid:
+            raise ValueError("no active signing or sealing key among the stored keys")
         return ring
 
-    def add(self, kek: bytes, key: StoredKey) -> None:
+    def _add(self, kek: bytes, key: StoredKey) -> None:
         secret = decrypt(kek, key.kid, key.private_sealed)
         if key.use == "sig":
             private = serialization.load_pem_private_key(secret, password=None)
@@ -88,10 +93,14 @@ class KeyRing:
                 raise TypeError(f"key {key.kid} is not an EC key")
             self.signing[key.kid] = private
             self.verifying[key.kid] = private.public_key()
+            if key.active:
+                self.signing_kid = key.kid
         else:
             self.sealing[key.kid] = SealingKey(secret)
-        if all(k.kid != key.kid for k in self.published):
-            self.published.append(key)
+            if key.active:
+                self.sealing_kid = key.kid
+        self.published.append(key)
 
-    def uses(self, use: KeyUse) -> list[StoredKey]:
-        return [k for k in self.published if k.use == use]
+    def active(self, use: KeyUse) -> StoredKey:
+        kid = self.signing_kid if use == "sig" else self.sealing_kid
+        return next(k for k in self.published if k.kid == kid)

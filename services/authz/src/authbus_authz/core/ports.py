@@ -1,27 +1,27 @@
-"""What the authz core needs from the outside: the credential store, and the records in it.
+"""What the authz core needs from the outside: the stores, and the records in them.
 
-Two implementations, one contract test (tests/integration/test_store_contract.py):
-`authbus_authz.stores.memory.MemoryStore` (unit tests) and `...stores.mongo.MongoStore`.
+Small role protocols (accounts, tokens, API keys, crypto keys, login throttle); each core
+component takes the ones it uses. Two implementations of all of them, one contract test
+(tests/integration/test_store_contract.py): `stores.memory.MemoryStore` (unit tests) and
+`stores.mongo.MongoStore`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypedDict, TypeVar
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
+KeyUse = Literal["sig", "seal"]
 
 
 class RunBlocking(Protocol):
     """Runs CPU-bound work (argon2) off the event loop, with bounded concurrency."""
 
     def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
-
-
-KeyUse = Literal["sig", "seal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,18 @@ class Account:
     credentials_changed_at: datetime  # tokens issued before this no longer count
     disabled: bool = False
     totp_enabled: bool = False
+    totp_secret: bytes | None = None  # encrypted (AES-GCM under the key-encryption key)
+    totp_pending: bytes | None = None  # enrolled, not confirmed yet (encrypted)
+    totp_last_step: int = 0  # the last TOTP time step accepted: a code is good once
+
+
+class AccountUpdate(TypedDict, total=False):
+    password_hash: str
+    credentials_changed_at: datetime
+    disabled: bool
+    totp_enabled: bool
+    totp_secret: bytes | None
+    totp_pending: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,23 @@ class TokenRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None = None
+    amr: tuple[str, ...] = ()
+    hint: str = ""
+    last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    account_id: str
+    name: str
+    prefix: str
+    digest: str  # hex SHA-256 of the key: the only form a key is stored in
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +86,23 @@ class StoredKey:
     public_jwk: dict[str, str]
     private_sealed: bytes
     created_at: datetime
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Failures:
+    """Failed logins counted under one throttle key."""
+
+    count: int
+    first_at: datetime
+    blocked_until: datetime | None = None
 
 
 class EmailTaken(Exception):
     """An account with this email exists (a rejection the caller turns into a value)."""
 
 
-class CredentialStore(Protocol):
+class AccountStore(Protocol):
     async def insert_account(self, account: Account) -> None:
         """Raises `EmailTaken` if `account.email_key` is in use."""
 
@@ -71,15 +110,69 @@ class CredentialStore(Protocol):
 
     async def account_by_id(self, account_id: str) -> Account | None: ...
 
+    async def update_account(self, account_id: str, changes: AccountUpdate) -> Account | None:
+        """Set these fields; returns the account after, or None if unknown."""
+
+    async def claim_totp_step(self, account_id: str, step: int) -> bool:
+        """Record `step` as used if it is later than the last one used (atomic): a code is
+        accepted once."""
+
+
+class TokenStore(Protocol):
     async def insert_token(self, token: TokenRecord) -> None: ...
 
     async def token_by_id(self, token_id: str) -> TokenRecord | None: ...
 
+    async def tokens_of(self, account_id: str) -> list[TokenRecord]: ...
+
     async def revoke_token(self, token_id: str, at: datetime) -> TokenRecord | None:
         """Mark revoked (keeping the first revocation time); None if unknown."""
 
+    async def touch_tokens(self, last_used: Mapping[str, datetime]) -> None:
+        """Raise each token's last-used time to the given one (never lowers it)."""
+
+
+class ApiKeyStore(Protocol):
+    async def insert_api_key(self, key: ApiKeyRecord) -> None: ...
+
+    async def api_key_by_digest(self, digest: str) -> ApiKeyRecord | None: ...
+
+    async def api_key_by_id(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def api_keys_of(self, account_id: str) -> list[ApiKeyRecord]: ...
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None: ...
+
+    async def touch_api_keys(self, last_used: Mapping[str, datetime]) -> None: ...
+
+
+class CryptoKeyStore(Protocol):
     async def active_key(self, use: KeyUse, candidate: StoredKey) -> StoredKey:
         """The active key for `use`; stores `candidate` as it if there is none yet. Safe to
         race: every instance gets the same key back."""
 
-    async def keys(self) -> list[StoredKey]: ...
+    async def rotate_key(self, use: KeyUse, new: StoredKey, previous_kid: str) -> bool:
+        """Make `new` the active key if `previous_kid` still is (compare and set); the previous
+        key stays, retired, for the overlap. False if another rotation won."""
+
+    async def crypto_keys(self) -> list[StoredKey]:
+        """Every key, active and retired."""
+
+
+class ThrottleStore(Protocol):
+    async def failures(self, keys: list[str], now: datetime) -> dict[str, Failures]:
+        """The live failure counts of these keys (absent: none)."""
+
+    async def add_failure(self, key: str, now: datetime, window_s: float) -> Failures:
+        """Count one failure (a count older than the window starts again), atomically."""
+
+    async def block(self, key: str, until: datetime) -> None:
+        """Blocked until `until` (never shortens a block)."""
+
+    async def clear(self, key: str) -> None: ...
+
+
+class CredentialStore(
+    AccountStore, TokenStore, ApiKeyStore, CryptoKeyStore, ThrottleStore, Protocol
+):
+    """Everything authz keeps (what the runner wires)."""

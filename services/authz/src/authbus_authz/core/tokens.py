@@ -73,6 +73,15 @@ def sign(
     )
 
 
+def unverified_kid(token: str) -> str | None:
+    """The `kid` a token claims, before anything is verified (to find the key)."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError:
+        return None
+    return kid if isinstance(kid, str) and 0 < len(kid) <= 64 else None
+
+
 def check_signature(
     token: str, ring: KeyRing, *, issuer: str, audience: str, now: datetime
 ) -> Claims | Outcome:

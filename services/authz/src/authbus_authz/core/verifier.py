@@ -1,30 +1,44 @@
-"""Credential checks (SPEC A1-A6): a credential in, a verdict out. A denial is a value.
+"""Credential checks (SPEC A1-A6, A10): a credential in, a verdict out. A denial is a value.
 
 Algorithm, per credential kind:
-- bearer / basic token: the signature and claims (`tokens.check_signature`), then the token's
-  record (exists, same account, not revoked, not past its expiry), then the account (exists,
-  not disabled, token issued after the last credentials change). Basic token also needs the
-  email to be the token's account's.
-- password: the account by normalized email; argon2id verify (or the same work against a
-  dummy hash when the email is unknown); then disabled, then login 2FA (`needs_token`, only
-  after a correct password, so the answer reveals nothing to someone without it).
-- key: legacy API keys arrive with issue #3; until then no key exists and the answer is
-  `invalid`.
+- bearer / basic token: the signature and claims (`tokens.check_signature`; an unknown kid
+  first reloads the key ring once), then the token's record (exists, same account, not revoked,
+  not past its expiry), then the account (exists, not disabled, token issued after the last
+  credentials change). Basic token also needs the email to be the token's account's.
+- key (legacy, A3): format and checksum first (a mistyped key costs no lookup), then the
+  record by SHA-256 digest (exists, the email's account, not revoked or expired), then the
+  account. Valid key verdicts are marked deprecated.
+- password: throttled first (`throttle.py`: a blocked attempt is refused before argon2 runs);
+  then the account by normalized email and argon2id (or the same work against a dummy hash
+  when the email is unknown); a failure counts towards the throttle and is audited; then
+  disabled, then login 2FA (`needs_token`, only after a correct password, so the answer
+  reveals nothing to someone without it).
 
 Consistency: reads the store on every call; caching verdicts is the api's job, bounded by
-`valid_until` and invalidated by change events.
+`valid_until` and invalidated by change events. Every verdict carries `checked_at`.
 Errors: store failures propagate as exceptions (the handler answers `RequestFailed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
-from authbus_authz.core.keys import KeyRing
+from authbus_authz.core.keyring import KeyService
 from authbus_authz.core.passwords import MAX_PASSWORD_CHARS, Passwords
-from authbus_authz.core.ports import Account, Clock, CredentialStore, RunBlocking
-from authbus_authz.core.tokens import Claims, check_signature
+from authbus_authz.core.ports import (
+    Account,
+    AccountStore,
+    ApiKeyStore,
+    Clock,
+    RunBlocking,
+    TokenRecord,
+    TokenStore,
+)
+from authbus_authz.core.throttle import Block, Throttle, subject
+from authbus_authz.core.tokens import Claims, check_signature, unverified_kid
+from authbus_shared import apikeys
 from authbus_shared.contracts.authz import (
     AccountView,
     AuthMethod,
@@ -32,7 +46,10 @@ from authbus_shared.contracts.authz import (
     CredentialVerified,
     Outcome,
     SealedCredential,
+    password_credential_id,
 )
+from authbus_shared.contracts.envelope import Contract
+from authbus_shared.contracts.events import LoginFailed, LoginThrottled
 
 
 def email_key(email: str) -> str:
@@ -43,55 +60,82 @@ def account_view(account: Account) -> AccountView:
     return AccountView(id=account.id, email=account.email, locale=account.locale)
 
 
-def denied(outcome: Outcome) -> CredentialVerified:
-    return CredentialVerified(outcome=outcome)
+@dataclass(frozen=True)
+class Checked:
+    verdict: CredentialVerified
+    audit: tuple[Contract, ...] = ()
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """The result of checking an email and password: the account when it is right."""
+
+    outcome: Outcome
+    account: Account | None = None
+    audit: tuple[Contract, ...] = ()
+    retry_after_s: int | None = None
+
+
+class VerifierStore(AccountStore, TokenStore, ApiKeyStore, Protocol):
+    """The stores the verifier reads."""
 
 
 @dataclass
 class Verifier:
-    store: CredentialStore
-    ring: Callable[[], KeyRing]
+    store: VerifierStore
+    keys: KeyService
     passwords: Passwords
+    throttle: Throttle
     run_blocking: RunBlocking
     clock: Clock
     issuer: str
     audience: str
 
-    async def verify(self, credential: SealedCredential) -> CredentialVerified:
+    def _denied(self, outcome: Outcome) -> CredentialVerified:
+        return CredentialVerified(outcome=outcome, checked_at=self.clock())
+
+    async def verify(self, credential: SealedCredential, client: str | None = None) -> Checked:
         match credential.kind:
             case CredentialKind.BEARER:
-                return await self._token(credential.secret, email=None)
+                return Checked(await self._token(credential.secret, email=None))
             case CredentialKind.BASIC_TOKEN:
-                return await self._token(credential.secret, email=credential.email or "")
-            case CredentialKind.PASSWORD:
-                return await self._password(credential.email or "", credential.secret)
+                return Checked(await self._token(credential.secret, email=credential.email or ""))
             case CredentialKind.KEY:
-                return denied(Outcome.INVALID)
+                return Checked(await self._key(credential.email or "", credential.secret))
+            case CredentialKind.PASSWORD:
+                return await self._password(credential.email or "", credential.secret, client)
 
+    # tokens ------------------------------------------------------------------------------
     async def _token(self, token: str, *, email: str | None) -> CredentialVerified:
         now = self.clock()
+        kid = unverified_kid(token)
+        if kid is None or not await self.keys.knows(kid):
+            return self._denied(Outcome.INVALID)
         claims = check_signature(
-            token, self.ring(), issuer=self.issuer, audience=self.audience, now=now
+            token, self.keys.ring, issuer=self.issuer, audience=self.audience, now=now
         )
         if isinstance(claims, Outcome):
-            return denied(claims)
+            return self._denied(claims)
         record = await self.store.token_by_id(claims.token_id)
         if record is None or record.account_id != claims.account_id:
-            return denied(Outcome.INVALID)
-        if record.revoked_at is not None:
-            return denied(Outcome.REVOKED)
-        if record.expires_at is not None and record.expires_at <= now:
-            return denied(Outcome.EXPIRED)
+            return self._denied(Outcome.INVALID)
+        stale = _lapsed(record.revoked_at, record.expires_at, now)
+        if stale is not None:
+            return self._denied(stale)
         account = await self.store.account_by_id(claims.account_id)
         if account is None or (email is not None and email_key(email) != account.email_key):
-            return denied(Outcome.INVALID)
-        return self._token_verdict(account, claims)
+            return self._denied(Outcome.INVALID)
+        return self._token_verdict(account, record, claims, now=now)
 
-    def _token_verdict(self, account: Account, claims: Claims) -> CredentialVerified:
+    def _token_verdict(
+        self, account: Account, record: TokenRecord, claims: Claims, *, now: datetime
+    ) -> CredentialVerified:
         if account.disabled:
-            return denied(Outcome.DISABLED)
-        if claims.issued_at < account.credentials_changed_at.replace(microsecond=0):
-            return denied(Outcome.REVOKED)
+            return self._denied(Outcome.DISABLED)
+        # The record's creation time, not the JWT's whole-second `iat`: a token made in the
+        # same second as (before) a password change must not survive it.
+        if record.created_at < account.credentials_changed_at:
+            return self._denied(Outcome.REVOKED)
         return CredentialVerified(
             outcome=Outcome.VALID,
             account=account_view(account),
@@ -99,25 +143,124 @@ class Verifier:
             method=AuthMethod.TOKEN,
             credential_id=claims.token_id,
             valid_until=claims.expires_at,
+            mfa="mfa" in record.amr,
+            checked_at=now,
         )
 
-    async def _password(self, email: str, password: str) -> CredentialVerified:
-        if not email or len(password) > MAX_PASSWORD_CHARS:
-            return denied(Outcome.INVALID)
-        account = await self.store.account_by_email(email_key(email))
-        if account is None:
-            await self.run_blocking(lambda: self.passwords.verify_unknown(password))
-            return denied(Outcome.INVALID)
-        stored = account.password_hash
-        if not await self.run_blocking(lambda: self.passwords.verify(stored, password)):
-            return denied(Outcome.INVALID)
+    # legacy keys -------------------------------------------------------------------------
+    async def _key(self, email: str, key: str) -> CredentialVerified:
+        now = self.clock()
+        if not apikeys.well_formed(key):
+            return self._denied(Outcome.INVALID)
+        record = await self.store.api_key_by_digest(apikeys.digest(key))
+        account = await self.store.account_by_id(record.account_id) if record else None
+        if record is None or account is None or account.email_key != email_key(email):
+            return self._denied(Outcome.INVALID)
+        stale = _lapsed(record.revoked_at, record.expires_at, now)
+        if stale is not None:
+            return self._denied(stale)
         if account.disabled:
-            return denied(Outcome.DISABLED)
-        if account.totp_enabled:
-            return denied(Outcome.NEEDS_TOKEN)
+            return self._denied(Outcome.DISABLED)
         return CredentialVerified(
             outcome=Outcome.VALID,
             account=account_view(account),
-            method=AuthMethod.PASSWORD,
-            credential_id=None,
+            scopes=record.scopes,
+            method=AuthMethod.KEY,
+            credential_id=record.id,
+            valid_until=record.expires_at,
+            deprecated=True,
+            checked_at=now,
         )
+
+    # passwords ---------------------------------------------------------------------------
+    async def _password(self, email: str, password: str, client: str | None) -> Checked:
+        check = await self.check_password(email, password, client, kind=CredentialKind.PASSWORD)
+        account = check.account
+        if check.outcome is not Outcome.VALID or account is None:
+            verdict = self._denied(check.outcome).model_copy(
+                update={"retry_after_s": check.retry_after_s}
+            )
+            return Checked(verdict, check.audit)
+        if account.totp_enabled:
+            failed = LoginFailed(
+                kind=CredentialKind.PASSWORD,
+                reason="needs_token",
+                account_id=account.id,
+                client=client,
+            )
+            return Checked(self._denied(Outcome.NEEDS_TOKEN), (failed,))
+        verdict = CredentialVerified(
+            outcome=Outcome.VALID,
+            account=account_view(account),
+            method=AuthMethod.PASSWORD,
+            credential_id=password_credential_id(account.id),
+            checked_at=self.clock(),
+        )
+        return Checked(verdict)
+
+    async def check_password(
+        self, email: str, password: str, client: str | None, *, kind: CredentialKind
+    ) -> PasswordCheck:
+        """Throttle, then argon2id: `valid` with the account, `invalid`, `disabled` or
+        `throttled`. Used by every command that takes a password."""
+        if not email or len(password) > MAX_PASSWORD_CHARS:
+            return PasswordCheck(Outcome.INVALID)
+        now = self.clock()
+        key = email_key(email)
+        account = await self.store.account_by_email(key)
+        who = subject(key, account.id if account else None)
+        block = await self.throttle.blocked(who, client, now)
+        if block is not None:
+            return PasswordCheck(Outcome.THROTTLED, retry_after_s=block.retry_after_s(now))
+        if account is None:
+            await self.run_blocking(lambda: self.passwords.verify_unknown(password))
+            right = False
+        else:
+            stored = account.password_hash
+            right = await self.run_blocking(lambda: self.passwords.verify(stored, password))
+        if not right:
+            started = await self.throttle.failed(who, client, now)
+            failed = LoginFailed(
+                kind=kind,
+                reason="invalid",
+                account_id=account.id if account else None,
+                client=client,
+            )
+            return PasswordCheck(
+                Outcome.INVALID, audit=(failed, *throttled_events(started, account, client))
+            )
+        if account is None:  # unreachable: verify_unknown is always False
+            return PasswordCheck(Outcome.INVALID)
+        if not account.totp_enabled:  # with 2FA, success is the code's (AccountCommands._claim)
+            await self.throttle.succeeded(who, client)
+        if account.disabled:
+            failed = LoginFailed(kind=kind, reason="disabled", account_id=account.id, client=client)
+            return PasswordCheck(Outcome.DISABLED, audit=(failed,))
+        return PasswordCheck(Outcome.VALID, account=account)
+
+
+def _lapsed(
+    revoked_at: datetime | None, expires_at: datetime | None, now: datetime
+) -> Outcome | None:
+    """`revoked` or `expired` for a credential record that no longer counts, else None."""
+    if revoked_at is not None:
+        return Outcome.REVOKED
+    if expires_at is not None and expires_at <= now:
+        return Outcome.EXPIRED
+    return None
+
+
+def throttled_events(
+    blocks: list[Block], account: Account | None, client: str | None
+) -> list[Contract]:
+    """The audit events of the lockouts a failure started (SPEC V1)."""
+    return [
+        LoginThrottled(
+            scope=b.scope,  # type: ignore[arg-type]
+            until=b.until,
+            failures=b.failures,
+            account_id=account.id if account else None,
+            client=client if b.scope != "account" else None,
+        )
+        for b in blocks
+    ]

@@ -3,17 +3,48 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from authbus_authz.core.ports import Account, EmailTaken, KeyUse, StoredKey, TokenRecord
+from authbus_authz.core.ports import (
+    Account,
+    AccountUpdate,
+    ApiKeyRecord,
+    EmailTaken,
+    Failures,
+    KeyUse,
+    StoredKey,
+    TokenRecord,
+)
+
+R = TypeVar("R", TokenRecord, ApiKeyRecord)
+
+
+def _touch(records: dict[str, R], last_used: Mapping[str, datetime]) -> None:
+    for rid, at in last_used.items():
+        record = records.get(rid)
+        if record is not None and (record.last_used_at is None or record.last_used_at < at):
+            records[rid] = dataclasses.replace(record, last_used_at=at)
+
+
+def _revoke(records: dict[str, R], rid: str, at: datetime) -> R | None:
+    record = records.get(rid)
+    if record is not None and record.revoked_at is None:
+        record = records[rid] = dataclasses.replace(record, revoked_at=at)
+    return record
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
         self.tokens: dict[str, TokenRecord] = {}
-        self._active: dict[KeyUse, StoredKey] = {}
+        self.api_keys: dict[str, ApiKeyRecord] = {}
+        self.crypto: dict[str, StoredKey] = {}
+        self.active: dict[KeyUse, str] = {}
+        self.throttle: dict[str, Failures] = {}
 
+    # accounts
     async def insert_account(self, account: Account) -> None:
         if any(a.email_key == account.email_key for a in self.accounts.values()):
             raise EmailTaken(account.email_key)
@@ -25,23 +56,92 @@ class MemoryStore:
     async def account_by_id(self, account_id: str) -> Account | None:
         return self.accounts.get(account_id)
 
+    async def update_account(self, account_id: str, changes: AccountUpdate) -> Account | None:
+        account = self.accounts.get(account_id)
+        if account is None:
+            return None
+        fields: dict[str, Any] = dict(changes)
+        account = self.accounts[account_id] = dataclasses.replace(account, **fields)
+        return account
+
+    async def claim_totp_step(self, account_id: str, step: int) -> bool:
+        account = self.accounts.get(account_id)
+        if account is None or step <= account.totp_last_step:
+            return False
+        self.accounts[account_id] = dataclasses.replace(account, totp_last_step=step)
+        return True
+
+    # tokens
     async def insert_token(self, token: TokenRecord) -> None:
         self.tokens[token.id] = token
 
     async def token_by_id(self, token_id: str) -> TokenRecord | None:
         return self.tokens.get(token_id)
 
+    async def tokens_of(self, account_id: str) -> list[TokenRecord]:
+        found = [t for t in self.tokens.values() if t.account_id == account_id]
+        return sorted(found, key=lambda t: (t.created_at, t.id))
+
     async def revoke_token(self, token_id: str, at: datetime) -> TokenRecord | None:
-        token = self.tokens.get(token_id)
-        if token is None:
-            return None
-        if token.revoked_at is None:
-            token = dataclasses.replace(token, revoked_at=at)
-            self.tokens[token_id] = token
-        return token
+        return _revoke(self.tokens, token_id, at)
 
+    async def touch_tokens(self, last_used: Mapping[str, datetime]) -> None:
+        _touch(self.tokens, last_used)
+
+    # API keys
+    async def insert_api_key(self, key: ApiKeyRecord) -> None:
+        self.api_keys[key.id] = key
+
+    async def api_key_by_digest(self, digest: str) -> ApiKeyRecord | None:
+        return next((k for k in self.api_keys.values() if k.digest == digest), None)
+
+    async def api_key_by_id(self, key_id: str) -> ApiKeyRecord | None:
+        return self.api_keys.get(key_id)
+
+    async def api_keys_of(self, account_id: str) -> list[ApiKeyRecord]:
+        found = [k for k in self.api_keys.values() if k.account_id == account_id]
+        return sorted(found, key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        return _revoke(self.api_keys, key_id, at)
+
+    async def touch_api_keys(self, last_used: Mapping[str, datetime]) -> None:
+        _touch(self.api_keys, last_used)
+
+    # crypto keys
     async def active_key(self, use: KeyUse, candidate: StoredKey) -> StoredKey:
-        return self._active.setdefault(use, candidate)
+        if use not in self.active:
+            self.active[use] = candidate.kid
+            self.crypto[candidate.kid] = candidate
+        return self.crypto[self.active[use]]
 
-    async def keys(self) -> list[StoredKey]:
-        return list(self._active.values())
+    async def rotate_key(self, use: KeyUse, new: StoredKey, previous_kid: str) -> bool:
+        if self.active.get(use) != previous_kid:
+            return False
+        self.crypto[previous_kid] = dataclasses.replace(self.crypto[previous_kid], active=False)
+        self.crypto[new.kid] = new
+        self.active[use] = new.kid
+        return True
+
+    async def crypto_keys(self) -> list[StoredKey]:
+        return list(self.crypto.values())
+
+    # login throttle
+    async def failures(self, keys: list[str], now: datetime) -> dict[str, Failures]:
+        return {k: self.throttle[k] for k in keys if k in self.throttle}
+
+    async def add_failure(self, key: str, now: datetime, window_s: float) -> Failures:
+        current = self.throttle.get(key)
+        if current is None or current.first_at <= now - timedelta(seconds=window_s):
+            blocked = current.blocked_until if current else None
+            current = Failures(count=0, first_at=now, blocked_until=blocked)
+        current = self.throttle[key] = dataclasses.replace(current, count=current.count + 1)
+        return current
+
+    async def block(self, key: str, until: datetime) -> None:
+        current = self.throttle.get(key) or Failures(count=0, first_at=until)
+        if current.blocked_until is None or current.blocked_until < until:
+            self.throttle[key] = dataclasses.replace(current, blocked_until=until)
+
+    async def clear(self, key: str) -> None:
+        self.throttle.pop(key, None)

@@ -1,25 +1,43 @@
 """The credential store on MongoDB (motor). Only authz opens MongoDB (SPEC S1, S3).
 
-Collections: `accounts` (unique `email_key`), `tokens` (by `_id` = jti, indexed by account),
-`keys` (one document per active key use, `_id` = `active:<use>`). Indexes are created at
-start; an empty database needs no migration. Uses only features real MongoDB has.
+Collections (indexes are created at start; an empty database needs no migration):
+- `accounts`: unique `email_key`.
+- `tokens`: `_id` = jti; by `account_id`.
+- `api_keys`: `_id` = key id; unique `digest` (SHA-256 of the key: the only form stored).
+- `crypto_keys`: `_id` = kid, the key pairs (private halves encrypted); `crypto_active`:
+  `_id` = use, the kid in use (compare-and-set on rotation).
+- `login_throttle`: failure counts and blocks per throttle key; a TTL index on `expires_at`
+  forgets them.
+Uses only features real MongoDB has.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson.binary import Binary
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import ASCENDING, ReturnDocument
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from authbus_authz.core.ports import Account, EmailTaken, KeyUse, StoredKey, TokenRecord
+from authbus_authz.core.ports import (
+    Account,
+    AccountUpdate,
+    ApiKeyRecord,
+    EmailTaken,
+    Failures,
+    KeyUse,
+    StoredKey,
+    TokenRecord,
+)
 from authbus_authz.settings import MongoSettings
 
 Doc = dict[str, Any]
+Collection = AsyncIOMotorCollection[Doc]
 
 
 def connect(settings: MongoSettings) -> AsyncIOMotorClient[Doc]:
@@ -31,12 +49,40 @@ def connect(settings: MongoSettings) -> AsyncIOMotorClient[Doc]:
     )
 
 
+def _doc(record: Any) -> Doc:
+    doc = {
+        k: Binary(v) if isinstance(v, bytes) else v for k, v in dataclasses.asdict(record).items()
+    }
+    doc["_id"] = doc.pop("id")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in doc.items()}
+
+
+def _record(cls: type[Any], doc: Doc | None) -> Any:
+    if doc is None:
+        return None
+    values: Doc = {"id": doc["_id"]}
+    for field in dataclasses.fields(cls):
+        if field.name in doc:
+            value = doc[field.name]
+            values[field.name] = (
+                tuple(value)
+                if isinstance(value, list)
+                else bytes(value)
+                if isinstance(value, Binary)
+                else value
+            )
+    return cls(**values)
+
+
 class MongoStore:
     def __init__(self, db: AsyncIOMotorDatabase[Doc]) -> None:
         self._db = db
-        self._accounts = db["accounts"]
-        self._tokens = db["tokens"]
-        self._keys = db["keys"]
+        self._accounts: Collection = db["accounts"]
+        self._tokens: Collection = db["tokens"]
+        self._api_keys: Collection = db["api_keys"]
+        self._crypto: Collection = db["crypto_keys"]
+        self._active: Collection = db["crypto_active"]
+        self._throttle: Collection = db["login_throttle"]
 
     async def ping(self) -> None:
         await self._db.command("ping")
@@ -44,29 +90,54 @@ class MongoStore:
     async def create_indexes(self) -> None:
         await self._accounts.create_index([("email_key", ASCENDING)], unique=True)
         await self._tokens.create_index([("account_id", ASCENDING)])
+        await self._api_keys.create_index([("digest", ASCENDING)], unique=True)
+        await self._api_keys.create_index([("account_id", ASCENDING)])
+        await self._throttle.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
 
+    # accounts ----------------------------------------------------------------------------
     async def insert_account(self, account: Account) -> None:
-        doc = dataclasses.asdict(account)
-        doc["_id"] = doc.pop("id")
         try:
-            await self._accounts.insert_one(doc)
+            await self._accounts.insert_one(_doc(account))
         except DuplicateKeyError as exc:
             raise EmailTaken(account.email_key) from exc
 
     async def account_by_email(self, email_key: str) -> Account | None:
-        return _account(await self._accounts.find_one({"email_key": email_key}))
+        found: Account | None = _record(
+            Account, await self._accounts.find_one({"email_key": email_key})
+        )
+        return found
 
     async def account_by_id(self, account_id: str) -> Account | None:
-        return _account(await self._accounts.find_one({"_id": account_id}))
+        found: Account | None = _record(Account, await self._accounts.find_one({"_id": account_id}))
+        return found
 
+    async def update_account(self, account_id: str, changes: AccountUpdate) -> Account | None:
+        values = {k: Binary(v) if isinstance(v, bytes) else v for k, v in changes.items()}
+        doc = await self._accounts.find_one_and_update(
+            {"_id": account_id}, {"$set": values}, return_document=ReturnDocument.AFTER
+        )
+        found: Account | None = _record(Account, doc)
+        return found
+
+    async def claim_totp_step(self, account_id: str, step: int) -> bool:
+        result = await self._accounts.update_one(
+            {"_id": account_id, "totp_last_step": {"$lt": step}}, {"$set": {"totp_last_step": step}}
+        )
+        return result.modified_count == 1
+
+    # tokens ------------------------------------------------------------------------------
     async def insert_token(self, token: TokenRecord) -> None:
-        doc = dataclasses.asdict(token)
-        doc["_id"] = doc.pop("id")
-        doc["scopes"] = list(token.scopes)
-        await self._tokens.insert_one(doc)
+        await self._tokens.insert_one(_doc(token))
 
     async def token_by_id(self, token_id: str) -> TokenRecord | None:
-        return _token(await self._tokens.find_one({"_id": token_id}))
+        found: TokenRecord | None = _record(
+            TokenRecord, await self._tokens.find_one({"_id": token_id})
+        )
+        return found
+
+    async def tokens_of(self, account_id: str) -> list[TokenRecord]:
+        cursor = self._tokens.find({"account_id": account_id}).sort([("created_at", 1), ("_id", 1)])
+        return [_record(TokenRecord, doc) async for doc in cursor]
 
     async def revoke_token(self, token_id: str, at: datetime) -> TokenRecord | None:
         await self._tokens.update_one(
@@ -74,57 +145,152 @@ class MongoStore:
         )
         return await self.token_by_id(token_id)
 
+    async def touch_tokens(self, last_used: Mapping[str, datetime]) -> None:
+        await _touch(self._tokens, last_used)
+
+    # API keys ----------------------------------------------------------------------------
+    async def insert_api_key(self, key: ApiKeyRecord) -> None:
+        await self._api_keys.insert_one(_doc(key))
+
+    async def api_key_by_digest(self, digest: str) -> ApiKeyRecord | None:
+        found: ApiKeyRecord | None = _record(
+            ApiKeyRecord, await self._api_keys.find_one({"digest": digest})
+        )
+        return found
+
+    async def api_key_by_id(self, key_id: str) -> ApiKeyRecord | None:
+        found: ApiKeyRecord | None = _record(
+            ApiKeyRecord, await self._api_keys.find_one({"_id": key_id})
+        )
+        return found
+
+    async def api_keys_of(self, account_id: str) -> list[ApiKeyRecord]:
+        cursor = self._api_keys.find({"account_id": account_id}).sort(
+            [("created_at", 1), ("_id", 1)]
+        )
+        return [_record(ApiKeyRecord, doc) async for doc in cursor]
+
+    async def revoke_api_key(self, key_id: str, at: datetime) -> ApiKeyRecord | None:
+        await self._api_keys.update_one(
+            {"_id": key_id, "revoked_at": None}, {"$set": {"revoked_at": at}}
+        )
+        return await self.api_key_by_id(key_id)
+
+    async def touch_api_keys(self, last_used: Mapping[str, datetime]) -> None:
+        await _touch(self._api_keys, last_used)
+
+    # crypto keys -------------------------------------------------------------------------
     async def active_key(self, use: KeyUse, candidate: StoredKey) -> StoredKey:
-        doc = {
-            "kid": candidate.kid,
-            "use": use,
-            "public_jwk": candidate.public_jwk,
-            "private_sealed": Binary(candidate.private_sealed),
-            "created_at": candidate.created_at,
-        }
-        selector = {"_id": f"active:{use}"}
-        try:
-            stored = await self._keys.find_one_and_update(
-                selector, {"$setOnInsert": doc}, upsert=True, return_document=ReturnDocument.AFTER
+        await self._crypto.insert_one(_key_doc(candidate))
+        with contextlib.suppress(DuplicateKeyError):  # lost a concurrent upsert: winner stored
+            await self._active.update_one(
+                {"_id": use}, {"$setOnInsert": {"kid": candidate.kid}}, upsert=True
             )
-        except DuplicateKeyError:  # lost a concurrent upsert: the winner's key is stored
-            stored = None
-        if stored is None:  # SecantusDB answers None to the loser of the race
-            stored = await self._keys.find_one(selector)
-        if stored is None:
+        pointer = await self._active.find_one({"_id": use})
+        if pointer is None:
             raise RuntimeError(f"no active {use} key after upsert")
-        return _key(stored)
+        if pointer["kid"] != candidate.kid:
+            await self._crypto.delete_one({"_id": candidate.kid})
+        return _key(await self._crypto.find_one({"_id": pointer["kid"]}), active=True)
 
-    async def keys(self) -> list[StoredKey]:
-        return [_key(doc) async for doc in self._keys.find({})]
+    async def rotate_key(self, use: KeyUse, new: StoredKey, previous_kid: str) -> bool:
+        # Mark the previous key retired first: between the swap and a later write it would
+        # otherwise be neither active nor retired, and so not listed (tokens it signed fail).
+        await self._crypto.update_one(
+            {"_id": previous_kid, "retired_at": {"$exists": False}},
+            {"$set": {"retired_at": new.created_at}},
+        )
+        await self._crypto.insert_one(_key_doc(new))
+        swapped = await self._active.update_one(
+            {"_id": use, "kid": previous_kid}, {"$set": {"kid": new.kid}}
+        )
+        if swapped.modified_count != 1:
+            await self._crypto.delete_one({"_id": new.kid})
+            return False
+        return True
+
+    async def crypto_keys(self) -> list[StoredKey]:
+        """Active and retired keys; not a candidate that lost the race to become active."""
+        active = {doc["kid"] async for doc in self._active.find({})}
+        listed = {"$or": [{"_id": {"$in": list(active)}}, {"retired_at": {"$exists": True}}]}
+        return [_key(doc, active=doc["_id"] in active) async for doc in self._crypto.find(listed)]
+
+    # login throttle ----------------------------------------------------------------------
+    async def failures(self, keys: list[str], now: datetime) -> dict[str, Failures]:
+        return {
+            doc["_id"]: _failures(doc) async for doc in self._throttle.find({"_id": {"$in": keys}})
+        }
+
+    async def add_failure(self, key: str, now: datetime, window_s: float) -> Failures:
+        window = timedelta(seconds=window_s)
+        fresh = {"_id": key, "count": 0, "first_at": now, "expires_at": now + window}
+        for _ in range(3):  # the TTL monitor may delete the document between the two steps
+            # Create the counter if absent (no upsert: a concurrent upsert's loser is told
+            # "None" by SecantusDB although its update applied, which would count twice).
+            with contextlib.suppress(DuplicateKeyError):
+                await self._throttle.insert_one(fresh)
+            await self._throttle.update_one(  # a count older than the window starts again
+                {"_id": key, "first_at": {"$lte": now - window}},
+                {"$set": {"count": 0, "first_at": now}},
+            )
+            doc = await self._throttle.find_one_and_update(
+                {"_id": key},
+                {"$inc": {"count": 1}, "$max": {"expires_at": now + window}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return _failures(doc)
+        raise RuntimeError(f"throttle key {key} keeps vanishing")
+
+    async def block(self, key: str, until: datetime) -> None:
+        await self._throttle.update_one(
+            {"_id": key},
+            {
+                "$max": {"blocked_until": until, "expires_at": until},
+                "$setOnInsert": {"count": 0, "first_at": until},
+            },
+            upsert=True,
+        )
+
+    async def clear(self, key: str) -> None:
+        await self._throttle.delete_one({"_id": key})
 
 
-def _account(doc: Doc | None) -> Account | None:
+async def _touch(collection: Collection, last_used: Mapping[str, datetime]) -> None:
+    if last_used:
+        await collection.bulk_write(
+            [
+                UpdateOne({"_id": rid}, {"$max": {"last_used_at": at}})
+                for rid, at in last_used.items()
+            ],
+            ordered=False,
+        )
+
+
+def _key_doc(key: StoredKey) -> Doc:
+    return {
+        "_id": key.kid,
+        "use": key.use,
+        "public_jwk": key.public_jwk,
+        "private_sealed": Binary(key.private_sealed),
+        "created_at": key.created_at,
+    }
+
+
+def _key(doc: Doc | None, *, active: bool) -> StoredKey:
     if doc is None:
-        return None
-    fields = {f.name for f in dataclasses.fields(Account)}
-    return Account(id=doc["_id"], **{k: v for k, v in doc.items() if k in fields and k != "id"})
-
-
-def _token(doc: Doc | None) -> TokenRecord | None:
-    if doc is None:
-        return None
-    return TokenRecord(
-        id=doc["_id"],
-        account_id=doc["account_id"],
-        name=doc["name"],
-        scopes=tuple(doc.get("scopes", ())),
-        created_at=doc["created_at"],
-        expires_at=doc.get("expires_at"),
-        revoked_at=doc.get("revoked_at"),
-    )
-
-
-def _key(doc: Doc) -> StoredKey:
+        raise RuntimeError("active key document missing")
     return StoredKey(
-        kid=doc["kid"],
+        kid=doc["_id"],
         use=doc["use"],
         public_jwk=dict(doc["public_jwk"]),
         private_sealed=bytes(doc["private_sealed"]),
         created_at=doc["created_at"],
+        active=active,
+    )
+
+
+def _failures(doc: Doc) -> Failures:
+    return Failures(
+        count=doc.get("count", 0), first_at=doc["first_at"], blocked_until=doc.get("blocked_until")
     )

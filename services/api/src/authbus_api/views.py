@@ -1,0 +1,64 @@
+"""What an api instance learns from the broadcast topics, and keeps in memory so the common
+request needs no round trip: authz's public keys, credential changes (into the verdict cache),
+and the owners' rate decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from authbus_api.core.rate_view import RateView
+from authbus_api.core.verdict_cache import VerdictCache
+from authbus_api.metrics import ApiMetrics
+from authbus_api.settings import ApiSettings
+from authbus_shared.authz_client import AuthzKeys
+from authbus_shared.contracts import topics
+from authbus_shared.contracts.envelope import Envelope, payload_of, utcnow
+from authbus_shared.contracts.events import AccountChanged, KeyRevoked, TokenRevoked
+from authbus_shared.contracts.ratelimit import RateDecided
+from authbus_shared.contracts.topics import TopicSpec
+from authbus_shared.kafka.consumers import Handler, StartAt
+
+Readers = dict[str, tuple[str, Handler, StartAt]]
+
+
+@dataclass
+class Views:
+    cache: VerdictCache
+    keys: AuthzKeys
+    rate: RateView
+    metrics: ApiMetrics
+
+    @classmethod
+    def new(cls, settings: ApiSettings, metrics: ApiMetrics) -> Views:
+        cache = VerdictCache(
+            max_entries=settings.cache_max_entries,
+            ttl=timedelta(seconds=settings.cache_ttl_s),
+            negative_ttl=timedelta(seconds=settings.cache_negative_ttl_s),
+        )
+        return cls(cache, AuthzKeys(), RateView(), metrics)
+
+    def readers(self, t: dict[str, TopicSpec], settings: ApiSettings) -> Readers:
+        """One broadcast reader per topic: name -> (topic, handler, where to start)."""
+        lookback = timedelta(seconds=settings.decisions_lookback_s)
+        return {
+            "authz_keys": (t[topics.AUTHZ_KEYS.name].name, self.keys.handle, "beginning"),
+            "auth_changes": (t[topics.AUTH_CHANGES.name].name, self.on_change, "end"),
+            "rate_decisions": (t[topics.RATELIMIT_DECISIONS.name].name, self.on_decision, lookback),
+        }
+
+    async def on_change(self, envelope: Envelope) -> None:
+        event = payload_of(envelope)
+        match event:
+            case TokenRevoked():
+                self.cache.revoke(event.token_id, utcnow())
+            case KeyRevoked():
+                self.cache.revoke(event.key_id, utcnow())
+            case AccountChanged():
+                self.cache.account_changed(event.account_id, event.at, utcnow())
+        self.metrics.invalidations.labels(event=event.TYPE).inc()
+
+    async def on_decision(self, envelope: Envelope) -> None:
+        decision = payload_of(envelope)
+        if isinstance(decision, RateDecided):
+            self.rate.on_decision(decision)

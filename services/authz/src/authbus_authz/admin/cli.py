@@ -1,0 +1,207 @@
+"""`authbus-admin`: accounts, tokens, legacy keys and signing keys, for operators (SPEC G4).
+
+Passwords are read from a prompt or stdin, never from argv. A new token or key is printed
+once and never stored here. `--json` prints one JSON object for scripts.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal
+
+import typer
+
+from authbus_authz.admin.connection import expect, run, show
+from authbus_shared.authz_client import Secret
+from authbus_shared.contracts.commands import (
+    AccountRef,
+    KeyList,
+    ListKeys,
+    ListTokens,
+    NewKey,
+    NewToken,
+    RevokeKey,
+    RevokeToken,
+    RotateKey,
+    SetAccountDisabled,
+    TokenList,
+)
+from authbus_shared.contracts.events import (
+    AccountChanged,
+    AccountCreated,
+    KeyRevoked,
+    KeyRotated,
+    TokenRevoked,
+)
+
+app = typer.Typer(help="authbus operators' tool: accounts, tokens, keys.", no_args_is_help=True)
+account_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (JWT).", no_args_is_help=True)
+key_app = typer.Typer(help="Legacy API keys (deprecated: prefer tokens).", no_args_is_help=True)
+app.add_typer(account_app, name="account")
+app.add_typer(token_app, name="token")
+app.add_typer(key_app, name="key")
+
+Bootstrap = Annotated[
+    str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers (else from env).")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
+Name = Annotated[str, typer.Option(help="A name to recognise it by.")]
+Scope = Annotated[list[str] | None, typer.Option(help="A scope; repeat for more.")]
+ExpiresIn = Annotated[int | None, typer.Option(help="Lifetime in seconds (default: no expiry).")]
+
+
+# accounts -----------------------------------------------------------------------------------
+@account_app.command("create")
+def account_create(
+    email: str,
+    locale: Annotated[str | None, typer.Option(help="Default locale (e.g. fr).")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin.")
+    ] = False,
+    bootstrap: Bootstrap = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create an account with a password (prompted, or from stdin)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    reply = expect(
+        run(bootstrap, lambda c: c.create_account(email, password, locale)), AccountCreated
+    )
+    show(
+        as_json,
+        reply.account.model_dump(),
+        f"created account {reply.account.email} (id {reply.account.id})",
+    )
+
+
+def _set_disabled(email: str, disabled: bool, bootstrap: str | None, as_json: bool) -> None:
+    command = SetAccountDisabled(account=AccountRef(email=email), disabled=disabled)
+    reply = expect(run(bootstrap, lambda c: c.ask(command, email)), AccountChanged)
+    show(as_json, reply.model_dump(mode="json"), f"account {email}: {reply.change}")
+
+
+@account_app.command("disable")
+def account_disable(email: str, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """Disable an account: every one of its credentials is refused until it is enabled."""
+    _set_disabled(email, True, bootstrap, as_json)
+
+
+@account_app.command("enable")
+def account_enable(email: str, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """Enable a disabled account again."""
+    _set_disabled(email, False, bootstrap, as_json)
+
+
+# tokens -------------------------------------------------------------------------------------
+@token_app.command("create")
+def token_create(
+    email: str,
+    name: Name,
+    scope: Scope = None,
+    expires_in: ExpiresIn = None,
+    bootstrap: Bootstrap = None,
+    as_json: AsJson = False,
+) -> None:
+    """Issue an API token for an account (no password asked); printed once."""
+    secret = expect(
+        run(
+            bootstrap,
+            lambda c: c.issue_token(
+                email, name=name, scopes=tuple(scope or ()), expires_in_s=expires_in
+            ),
+        ),
+        Secret,
+    )
+    reply = expect(secret.reply, NewToken)
+    show(as_json, reply.token.model_dump(mode="json") | {"token": secret.value}, secret.value)
+
+
+@token_app.command("list")
+def token_list(email: str, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """An account's tokens (never the tokens themselves: id, name, hint, dates)."""
+    reply = expect(
+        run(bootstrap, lambda c: c.ask(ListTokens(account=AccountRef(email=email)), email)),
+        TokenList,
+    )
+    rows = [
+        f"{t.token_id}  {t.name:<20} …{t.hint}  created {t.created_at:%Y-%m-%d}"
+        f"  last used {t.last_used_at or '-'}  {'REVOKED' if t.revoked_at else ''}"
+        for t in reply.tokens
+    ]
+    show(as_json, reply.model_dump(mode="json"), "\n".join(rows) or "no tokens")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """Revoke a token by its id (the `jti`, shown when it was created)."""
+    reply = expect(
+        run(bootstrap, lambda c: c.ask(RevokeToken(token_id=token_id), token_id)), TokenRevoked
+    )
+    show(as_json, reply.model_dump(mode="json"), f"revoked token {token_id}")
+
+
+# legacy keys --------------------------------------------------------------------------------
+@key_app.command("create")
+def key_create(
+    email: str,
+    name: Name,
+    scope: Scope = None,
+    expires_in: ExpiresIn = None,
+    bootstrap: Bootstrap = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create a legacy API key (use as `EMAIL/key:KEY`); printed once."""
+    account = AccountRef(email=email)
+    secret = expect(
+        run(
+            bootstrap,
+            lambda c: c.create_key(
+                account, name=name, scopes=tuple(scope or ()), expires_in_s=expires_in
+            ),
+        ),
+        Secret,
+    )
+    reply = expect(secret.reply, NewKey)
+    show(as_json, reply.key.model_dump(mode="json") | {"key": secret.value}, secret.value)
+
+
+@key_app.command("list")
+def key_list(email: str, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """An account's keys (prefix, dates; never the key)."""
+    reply = expect(
+        run(bootstrap, lambda c: c.ask(ListKeys(account=AccountRef(email=email)), email)), KeyList
+    )
+    rows = [
+        f"{k.key_id}  {k.name:<20} {k.prefix}…  created {k.created_at:%Y-%m-%d}"
+        f"  last used {k.last_used_at or '-'}  {'REVOKED' if k.revoked_at else ''}"
+        for k in reply.keys
+    ]
+    show(as_json, reply.model_dump(mode="json"), "\n".join(rows) or "no keys")
+
+
+@key_app.command("revoke")
+def key_revoke(key_id: str, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """Revoke a legacy key by its id."""
+    reply = expect(run(bootstrap, lambda c: c.ask(RevokeKey(key_id=key_id), key_id)), KeyRevoked)
+    show(as_json, reply.model_dump(mode="json"), f"revoked key {key_id}")
+
+
+# signing and sealing keys -------------------------------------------------------------------
+@app.command("rotate-key")
+def rotate_key(
+    use: Annotated[
+        Literal["sig", "seal"], typer.Argument(help="sig: token signing; seal: credential sealing.")
+    ],
+    bootstrap: Bootstrap = None,
+    as_json: AsJson = False,
+) -> None:
+    """Make a new active key; the previous one stays for the overlap (its tokens stay valid)."""
+    reply = expect(run(bootstrap, lambda c: c.ask(RotateKey(use=use), use)), KeyRotated)
+    show(
+        as_json,
+        reply.model_dump(mode="json"),
+        f"{use} key rotated: {reply.previous_kid} -> {reply.kid}",
+    )

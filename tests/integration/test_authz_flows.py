@@ -1,0 +1,235 @@
+"""authz's issue-#3 flows over the real broker and MongoDB-wire server: legacy keys, login 2FA,
+self-service tokens, login throttling, key rotation across two instances, batched usage
+(SPEC A1, A3, A5, A7, A10, V1)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import pyotp
+import pytest
+from prometheus_client import CollectorRegistry
+
+from authbus_authz.admin import AdminSettings, connected
+from authbus_authz.runner import run as run_authz
+from authbus_authz.settings import AuthzSettings
+from authbus_dev.infra import InfraConfig
+from authbus_shared import apikeys
+from authbus_shared.authz_client import AuthzClient, Secret
+from authbus_shared.contracts import topics
+from authbus_shared.contracts.authz import (
+    AuthMethod,
+    CredentialKind,
+    CredentialVerified,
+    Outcome,
+    SealedCredential,
+)
+from authbus_shared.contracts.commands import (
+    AccountRef,
+    CommandRejected,
+    NewKey,
+    NewToken,
+    RevokeKey,
+    RotateKey,
+    SealedLogin,
+    TotpEnrollment,
+)
+from authbus_shared.contracts.envelope import utcnow, wrap
+from authbus_shared.contracts.events import (
+    AccountChanged,
+    CredentialsUsed,
+    KeyRevoked,
+    KeyRotated,
+    KeyUsed,
+    LoginFailed,
+    LoginThrottled,
+    Use,
+)
+from authbus_shared.kafka.admin import resolve
+from authbus_shared.kafka.metrics import KafkaMetrics
+from authbus_shared.kafka.producer import Publisher
+from authbus_shared.settings import KafkaSettings
+from tests.integration.conftest import authz_instance
+from tests.support import collected, eventually, in_process
+
+PASSWORD = "correct horse battery staple"
+ANN = "ann@example.com"
+
+
+@pytest.fixture
+async def client(authz_settings: AuthzSettings, kafka: KafkaSettings) -> AsyncIterator[AuthzClient]:
+    async with (
+        in_process(run_authz(authz_settings), authz_settings.ops.port),
+        connected(AdminSettings(kafka=kafka, timeout_s=10)) as authz,
+    ):
+        await authz.create_account(ANN, PASSWORD, None)
+        yield authz
+
+
+async def verify(
+    client: AuthzClient, kind: CredentialKind, secret: str, email: str | None = None
+) -> CredentialVerified:
+    verdict = await client.verify(
+        SealedCredential(kind=kind, secret=secret, email=email), partition_key=b"k"
+    )
+    assert isinstance(verdict, CredentialVerified)
+    return verdict
+
+
+def secret_of(reply: object) -> Secret:
+    assert isinstance(reply, Secret), reply
+    return reply
+
+
+async def test_a_legacy_key_works_only_with_its_email_until_revoked(
+    client: AuthzClient, kafka: KafkaSettings
+) -> None:
+    created = secret_of(
+        await client.create_key(AccountRef(email=ANN), name="legacy", scopes=("read",))
+    )
+    assert isinstance(created.reply, NewKey)
+    key = created.value
+
+    valid = await verify(client, CredentialKind.KEY, key, ANN.upper())
+    elsewhere = await verify(client, CredentialKind.KEY, key, "bob@example.com")
+    revoked = await client.ask(RevokeKey(key_id=created.reply.key.key_id), ANN)
+    after = await verify(client, CredentialKind.KEY, key, ANN)
+
+    assert apikeys.well_formed(key)
+    assert (valid.outcome, valid.method, valid.deprecated, valid.scopes) == (
+        Outcome.VALID,
+        AuthMethod.KEY,
+        True,
+        ("read",),
+    )
+    assert elsewhere.outcome is Outcome.INVALID
+    assert isinstance(revoked, KeyRevoked)
+    assert after.outcome is Outcome.REVOKED
+    async with collected(kafka, topics.AUTH_CHANGES) as changes:
+        await eventually(lambda: revoked in changes)
+
+
+async def test_login_2fa_refuses_passwords_and_marks_tokens_made_with_a_code(
+    client: AuthzClient,
+) -> None:
+    me = AccountRef(email=ANN)
+    enrolment = secret_of(await client.enroll_totp(me))
+    assert isinstance(enrolment.reply, TotpEnrollment)
+    totp = pyotp.parse_uri(enrolment.value)
+    assert isinstance(totp, pyotp.TOTP)
+    now = datetime.now()
+
+    confirmed = await client.confirm_totp(me, totp.at(now))
+    password = await verify(client, CredentialKind.PASSWORD, PASSWORD, ANN)
+    without_code = await client.create_token(SealedLogin(email=ANN, password=PASSWORD), name="cli")
+    replayed = await client.create_token(
+        SealedLogin(email=ANN, password=PASSWORD, totp_code=totp.at(now)), name="cli"
+    )
+    with_code = secret_of(
+        await client.create_token(
+            SealedLogin(email=ANN, password=PASSWORD, totp_code=totp.at(now, counter_offset=1)),
+            name="cli",
+        )
+    )
+    token = await verify(client, CredentialKind.BEARER, with_code.value)
+
+    assert isinstance(confirmed, AccountChanged) and confirmed.change == "totp_enabled"
+    assert password.outcome is Outcome.NEEDS_TOKEN
+    assert without_code == CommandRejected(reason="totp_required")
+    assert replayed == CommandRejected(reason="invalid_code")  # the confirmation used that step
+    assert isinstance(with_code.reply, NewToken) and with_code.reply.token.amr == (
+        "pwd",
+        "otp",
+        "mfa",
+    )
+    assert (token.outcome, token.mfa) == (Outcome.VALID, True)
+
+
+async def test_repeated_wrong_passwords_are_throttled_and_audited(
+    client: AuthzClient, kafka: KafkaSettings
+) -> None:
+    async def attempt(secret: str) -> CredentialVerified:
+        sealed = SealedCredential(kind=CredentialKind.PASSWORD, secret=secret, email=ANN)
+        verdict = await client.verify(sealed, partition_key=b"k", client="203.0.113.7")
+        assert isinstance(verdict, CredentialVerified)
+        return verdict
+
+    wrong = [await attempt(f"wrong-{i}") for i in range(4)]
+    right_but_blocked = await attempt(PASSWORD)
+
+    assert [v.outcome for v in wrong] == [Outcome.INVALID] * 3 + [Outcome.INVALID]
+    assert right_but_blocked.outcome is Outcome.THROTTLED
+    assert right_but_blocked.retry_after_s is not None and right_but_blocked.retry_after_s >= 1
+    async with collected(kafka, topics.AUTH_AUDIT) as audit:
+        await eventually(lambda: sum(isinstance(e, LoginFailed) for e in audit) >= 4)
+        await eventually(
+            lambda: any(isinstance(e, LoginThrottled) and e.scope == "pair" for e in audit)
+        )
+
+
+async def test_a_rotation_on_one_instance_is_honoured_by_the_other(
+    infrastructure: InfraConfig, kafka: KafkaSettings, unique: str, kek: str
+) -> None:
+    first, second = (
+        authz_instance(infrastructure, kafka, database=unique, kek=kek, instance=f"authz-{i}")
+        for i in range(2)
+    )
+    async with (
+        in_process(run_authz(first), first.ops.port),
+        in_process(run_authz(second), second.ops.port),
+        connected(AdminSettings(kafka=kafka, timeout_s=10)) as authz,
+    ):
+        await authz.create_account(ANN, PASSWORD, None)
+        before = secret_of(await authz.issue_token(ANN, name="before")).value
+        rotated = await authz.ask(RotateKey(use="sig"), "sig")
+        await authz.ask(RotateKey(use="seal"), "seal")
+        after = [secret_of(await authz.issue_token(ANN, name=f"after-{i}")).value for i in range(6)]
+        verdicts = [
+            await verify(authz, CredentialKind.BEARER, t)
+            for t in (before, *after)
+            for _ in range(2)
+        ]
+
+    assert isinstance(rotated, KeyRotated)
+    assert {v.outcome for v in verdicts} == {Outcome.VALID}  # old and new tokens, both instances
+
+
+async def test_uses_are_recorded_in_batches_and_key_uses_audited(
+    client: AuthzClient, kafka: KafkaSettings
+) -> None:
+    key = secret_of(await client.create_key(AccountRef(email=ANN), name="legacy"))
+    assert isinstance(key.reply, NewKey)
+    key_id, account_id = key.reply.key.key_id, key.reply.key.account_id
+    at = utcnow()
+    report = CredentialsUsed(
+        uses=(
+            Use(
+                credential_id=key_id,
+                method=AuthMethod.KEY,
+                account_id=account_id,
+                last_used_at=at,
+                count=3,
+            ),
+            Use(
+                credential_id=key_id,
+                method=AuthMethod.KEY,
+                account_id=account_id,
+                last_used_at=at,
+                count=2,
+            ),
+        )
+    )
+    publisher = Publisher(kafka, client_id="t", metrics=KafkaMetrics("t", CollectorRegistry()))
+    await publisher.start()
+    try:
+        await publisher.publish(
+            resolve(topics.AUTH_USAGE, kafka).name, wrap(report, producer="t", now=at)
+        )
+    finally:
+        await publisher.stop()
+
+    async with collected(kafka, topics.AUTH_AUDIT) as audit:
+        await eventually(lambda: any(isinstance(e, KeyUsed) for e in audit))
+    used = next(e for e in audit if isinstance(e, KeyUsed))
+    assert (used.key_id, used.uses) == (key_id, 5)
