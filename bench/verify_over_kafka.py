@@ -901,8 +901,19 @@ def uninterrupted() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def catch_interrupts() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt wherever the run is, so the `finally` blocks
+    stop what was started. Our own handler also keeps `asyncio.run` from installing its one,
+    which only cancels the main task and can lose the interrupt: in trials here, a Ctrl-C
+    during a verification row was sometimes ignored and the run carried on to its end. A
+    SIGINT ignored from the start (a background job) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def runnable_kinds(opts: Options, report: Report) -> list[str]:
@@ -946,7 +957,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(args)
     quiet = LogSettings(level="WARNING", format="console")
     logs.configure(quiet, service="bench", instance="bench", stream=sys.stderr)
-    signal.signal(signal.SIGTERM, _terminate)
+    catch_interrupts()
     report = Report(opts, [sys.argv[0], *args])
     started = time.monotonic()
     report.header()
