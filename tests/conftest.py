@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from authbus_dev import infra
-from tests.support import free_port
+from authbus_dev.ports import free_port
 
 TIERS = ("integration", "e2e")
 

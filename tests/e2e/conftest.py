@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from authbus_dev.fleet import Fleet, Instance, Ports, Service
 from authbus_dev.infra import InfraConfig
 from authbus_dev.paths import VENV_BIN
-from tests.support import free_port_run
+from authbus_dev.ports import free_port_run
 
 PASSWORD = "correct horse battery staple"
 COUNTS: dict[Service, int] = {"api": 2, "authz": 2, "ratelimit": 1}

@@ -15,8 +15,8 @@ from pydantic import SecretStr
 from authbus_authz.settings import AuthzSettings, MongoSettings, PasswordHashing
 from authbus_authz.stores.mongo import connect
 from authbus_dev.infra import InfraConfig
+from authbus_dev.ports import free_port
 from authbus_shared.settings import KafkaSettings, OpsSettings
-from tests.support import free_port
 
 Doc = dict[str, Any]
 

@@ -16,7 +16,8 @@ from authbus_shared.contracts.commands import CommandRejected, RevokeToken
 from authbus_shared.contracts.envelope import Envelope, ReplyTo, payload_of, utcnow, wrap
 from authbus_shared.contracts.topics import REPLIES, TopicSpec
 from authbus_shared.kafka.admin import ensure_topics, resolve
-from authbus_shared.kafka.consumers import BroadcastReader, GroupConsumer, StartAt
+from authbus_shared.kafka.consumers import BroadcastReader, StartAt
+from authbus_shared.kafka.group import GroupConsumer
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import Responder, RpcClient, RpcTimeout, reply_partition
@@ -126,6 +127,63 @@ async def test_a_poison_message_or_a_failing_handler_does_not_stall_the_partitio
 
     async with group(kafka, topic.name, handle, unique):
         await eventually(lambda: handled == ["after"])
+
+
+async def test_a_slow_message_does_not_hold_up_the_others_but_order_is_kept_at_concurrency_1(
+    kafka: KafkaSettings, topic: TopicSpec, publisher: Publisher, unique: str
+) -> None:
+    """The group consumer is pipelined: a slow handler (an argon2 check) no longer makes the
+    messages fetched with it wait; with concurrency 1 (ratelimit) they are handled in order."""
+    finished: list[str] = []
+    slow_may_end = asyncio.Event()
+
+    async def handle(envelope: Envelope) -> None:
+        if envelope.payload["token_id"] == "slow":
+            await slow_may_end.wait()
+        finished.append(envelope.payload["token_id"])
+
+    for token_id in ("slow", "fast-1", "fast-2", "fast-3"):
+        await publisher.publish(topic.name, revoke(token_id), partition=0)
+    pipelined = GroupConsumer(
+        kafka,
+        group_id=unique,
+        topics=[topic.name],
+        handler=handle,
+        metrics=metrics(),
+        client_id="t",
+    )
+    await pipelined.start()
+    try:
+        await eventually(lambda: finished == ["fast-1", "fast-2", "fast-3"])
+        assert not pipelined.caught_up  # "slow" is still in hand: not caught up, not committed
+        slow_may_end.set()
+        await eventually(lambda: finished[-1] == "slow" and pipelined.caught_up)
+    finally:
+        await pipelined.stop()
+
+    in_order: list[str] = []
+
+    async def ordered(envelope: Envelope) -> None:
+        await asyncio.sleep(0.01 if envelope.payload["token_id"] == "a" else 0)
+        in_order.append(envelope.payload["token_id"])
+
+    for token_id in ("a", "b", "c"):
+        await publisher.publish(topic.name, revoke(token_id), partition=1)
+    consumer = GroupConsumer(
+        kafka,
+        group_id=unique + "-1",
+        topics=[topic.name],
+        handler=ordered,
+        metrics=metrics(),
+        client_id="t",
+        concurrency=1,
+    )
+    await consumer.start()
+    try:
+        await eventually(lambda: {"a", "b", "c"} <= set(in_order))
+    finally:
+        await consumer.stop()
+    assert [t for t in in_order if t in "abc"] == ["a", "b", "c"]
 
 
 async def test_every_broadcast_reader_sees_every_message_and_knows_when_caught_up(

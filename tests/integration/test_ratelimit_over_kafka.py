@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
+from authbus_dev.ports import free_port
 from authbus_ratelimit.runner import run as run_ratelimit
 from authbus_ratelimit.settings import RatelimitSettings
 from authbus_shared.contracts import topics
@@ -18,7 +19,7 @@ from authbus_shared.kafka.admin import resolve
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.settings import KafkaSettings, OpsSettings
-from tests.support import collected, eventually, free_port, in_process
+from tests.support import collected, eventually, in_process
 
 
 @pytest.fixture

@@ -31,10 +31,11 @@ class KafkaSettings(BaseModel):
         description="Prepended to every topic name (several deployments on one cluster; tests).",
     )
     linger_ms: int = Field(
-        default=1,
+        default=0,
         ge=0,
         le=1000,
-        description="Producer linger: 0-2 ms keeps request/reply fast; raise it for batching.",
+        description="Producer linger in ms: 0 for request/reply latency (each hop pays it); "
+        "senders that batch (hits, usage) already hand whole batches over at once.",
     )
     request_timeout_ms: int = Field(default=10_000, ge=1000, description="Kafka request timeout.")
     topic_replication_factor: int = Field(

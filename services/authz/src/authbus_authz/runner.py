@@ -31,7 +31,8 @@ from authbus_shared.contracts import topics
 from authbus_shared.contracts.envelope import Envelope, payload_of, utcnow, wrap
 from authbus_shared.contracts.events import KeyPublished
 from authbus_shared.kafka.admin import ensure_topics, resolve
-from authbus_shared.kafka.consumers import BroadcastReader, GroupConsumer
+from authbus_shared.kafka.consumers import BroadcastReader
+from authbus_shared.kafka.group import GroupConsumer
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import Responder
 from authbus_shared.lifecycle import until_stopped

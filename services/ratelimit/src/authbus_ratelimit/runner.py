@@ -19,7 +19,7 @@ from authbus_ratelimit.metrics import RatelimitMetrics
 from authbus_ratelimit.settings import RatelimitSettings
 from authbus_shared.contracts import topics
 from authbus_shared.kafka.admin import ensure_topics, resolve
-from authbus_shared.kafka.consumers import GroupConsumer
+from authbus_shared.kafka.group import GroupConsumer
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.lifecycle import until_stopped
 from authbus_shared.ops import Probes, ops_app, ops_config, start_http, stop_http

@@ -133,6 +133,9 @@ def _kafka_properties(cfg: InfraConfig, data: Path) -> str:
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
+            # Kafka 4's group coordinator waits 5 ms to batch its appends: every offset
+            # commit paid it (bench/verify_over_kafka.py); latency matters more here.
+            "group.coordinator.append.linger.ms=0",
             "log.retention.check.interval.ms=60000",
             "",
         ]

@@ -1,8 +1,9 @@
-"""Reading Kafka: a group consumer that commits after handling, and a broadcast reader.
+"""Reading Kafka: what every reader shares, and the broadcast reader (the group consumer is in
+`group.py`).
 
-Both hand each message, decoded into an `Envelope`, to a handler, and track whether they have
-caught up: the end offsets are taken when partitions are (re)assigned, and the reader is caught
-up once its positions reach them. Readiness (SPEC S5) uses that.
+Readers hand each message, decoded into an `Envelope`, to a handler, and track whether they
+have caught up: the end offsets are taken when partitions are (re)assigned, and the reader is
+caught up once its positions reach them. Readiness (SPEC S5) uses that.
 
 Error boundary (STYLE 5): a message that is not an envelope, or whose contract is unknown, is
 counted as `undecodable` and skipped (a poison message must not stall a partition). A handler
@@ -19,11 +20,10 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from authbus_shared.contracts.envelope import Envelope, MessageDecodeError, decode, utcnow
 from authbus_shared.kafka.admin import partitions_of
@@ -59,7 +59,7 @@ class CatchUp:
         return self.assigned and not self.targets
 
 
-class _Reader:
+class Reader:
     """What both readers share: the read loop, decoding, error counting, catch-up."""
 
     def __init__(
@@ -104,21 +104,16 @@ class _Reader:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
                 if not batch:
                     continue
-                await self._handle_batch(batch)
                 for tp, records in batch.items():
+                    for record in records:
+                        await self._handle_one(tp.topic, record.value)
                     self.catch_up.advance(tp, records[-1].offset + 1)
-                await self._after_batch({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._metrics.errors.labels(stage="consume", error=type(exc).__name__).inc()
             log.exception("read loop died", reader=self._name)
             raise
-
-    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        for tp, records in batch.items():
-            for record in records:
-                await self._handle_one(tp.topic, record.value)
 
     async def _handle_one(self, topic: str, raw: bytes | None) -> None:
         try:
@@ -139,89 +134,8 @@ class _Reader:
         else:
             self._metrics.consumed.labels(topic=topic, result="handled").inc()
 
-    async def _after_batch(self, next_offsets: dict[TopicPartition, int]) -> None:
-        """Hook: the group consumer commits here."""
 
-
-class GroupConsumer(_Reader):
-    """A member of consumer group `group_id` over `topics`.
-
-    The messages of one fetched batch are handled concurrently (at most `concurrency` at once),
-    and the batch's offsets are committed only when all are handled: at-least-once, so handlers
-    must be idempotent. A new group starts from the earliest offset. Readiness: caught up with
-    the partitions of the latest assignment (an instance with no partition is caught up).
-    """
-
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        *,
-        group_id: str,
-        topics: Iterable[str],
-        handler: Handler,
-        metrics: KafkaMetrics,
-        client_id: str,
-        concurrency: int = 16,
-    ) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=client_id,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            request_timeout_ms=max(settings.request_timeout_ms, 40_000),
-        )
-        super().__init__(consumer, handler, metrics, f"consumer-{group_id}")
-        self._topics = list(topics)
-        self._limit = asyncio.Semaphore(concurrency)
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        self._consumer.subscribe(self._topics, listener=_Listener(self))
-        self._run()
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._consumer.assignment())
-
-    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        async def one(topic: str, raw: bytes | None) -> None:
-            async with self._limit:
-                await self._handle_one(topic, raw)
-
-        await asyncio.gather(*(one(tp.topic, r.value) for tp, rs in batch.items() for r in rs))
-
-    async def _after_batch(self, next_offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self._consumer.commit(next_offsets)
-        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
-            # The partitions moved to another member while we worked (a rebalance): it will
-            # read them again from the last commit. At-least-once; handlers are idempotent.
-            self._metrics.errors.labels(stage="commit", error=type(exc).__name__).inc()
-            log.warning("commit lost to a rebalance", error=repr(exc))
-
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}
-        positions = {}
-        for tp in assigned:
-            positions[tp] = await self._consumer.position(tp)
-        self.catch_up.expect(ends, positions)
-        log.info(
-            "partitions assigned", partitions=sorted(f"{t.topic}/{t.partition}" for t in assigned)
-        )
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: GroupConsumer) -> None:
-        self._owner = owner
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._owner._on_assigned(assigned)
-
-
-class BroadcastReader(_Reader):
+class BroadcastReader(Reader):
     """Reads every partition of `topics`, without a group: each instance sees every message.
 
     `start_at`: `beginning` (compacted state topics), `end` (only what happens from now), or a

@@ -21,6 +21,7 @@ Errors: store failures propagate as exceptions (the handler answers `RequestFail
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -116,13 +117,15 @@ class Verifier:
         )
         if isinstance(claims, Outcome):
             return self._denied(claims)
-        record = await self.store.token_by_id(claims.token_id)
+        # Both reads at once: the signed claims already name the account.
+        record, account = await asyncio.gather(
+            self.store.token_by_id(claims.token_id), self.store.account_by_id(claims.account_id)
+        )
         if record is None or record.account_id != claims.account_id:
             return self._denied(Outcome.INVALID)
         stale = _lapsed(record.revoked_at, record.expires_at, now)
         if stale is not None:
             return self._denied(stale)
-        account = await self.store.account_by_id(claims.account_id)
         if account is None or (email is not None and email_key(email) != account.email_key):
             return self._denied(Outcome.INVALID)
         return self._token_verdict(account, record, claims, now=now)

@@ -1,0 +1,205 @@
+"""A consumer-group member that handles messages as they come and commits what is handled.
+
+Algorithm (pipelined, at-least-once):
+- The fetch loop hands each message to its own task as soon as it is fetched, at most
+  `concurrency` at once (a full set of slots stops the fetching: backpressure). With
+  `concurrency=1` messages are handled one after the other, in order.
+- `Offsets` remembers, per partition, the fetched offsets still being handled. What may be
+  committed is the lowest offset still in hand, or the one after the last fetched when none is:
+  an offset is never committed before every message below it is handled.
+- A commit loop commits what advanced every `commit_interval` (one commit in flight), off the
+  path of every message: a slow commit (Kafka 4's group coordinator lingers before appending)
+  or a slow message (an argon2 check) no longer holds up the others.
+- On a rebalance the revoked partitions' progress is committed and forgotten; the new owner
+  reads from there (a message in hand at that moment may be handled twice: handlers are
+  idempotent). On stop: no new fetches, the messages in hand finish (bounded), a last commit.
+
+Readiness: caught up once, for every partition of the latest assignment, what may be committed
+reaches the end offset it had at assignment (an instance with no partition is caught up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+
+from authbus_shared.kafka.consumers import Handler, Reader
+from authbus_shared.kafka.metrics import KafkaMetrics
+from authbus_shared.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+LOST_TO_REBALANCE = (CommitFailedError, IllegalStateError, RebalanceInProgressError)
+
+
+@dataclass
+class Offsets:
+    """Per partition: the fetched offsets still in hand, and the next offset to fetch."""
+
+    pending: dict[TopicPartition, set[int]] = field(default_factory=dict)
+    fetched_to: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def fetched(self, tp: TopicPartition, offset: int) -> None:
+        self.pending.setdefault(tp, set()).add(offset)
+        self.fetched_to[tp] = max(self.fetched_to.get(tp, 0), offset + 1)
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        self.pending.get(tp, set()).discard(offset)
+
+    def committable(self, tp: TopicPartition) -> int | None:
+        if tp not in self.fetched_to:
+            return None
+        in_hand = self.pending.get(tp)
+        return min(in_hand) if in_hand else self.fetched_to[tp]
+
+    def all_committable(self) -> dict[TopicPartition, int]:
+        found = {tp: self.committable(tp) for tp in self.fetched_to}
+        return {tp: offset for tp, offset in found.items() if offset is not None}
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self.pending.pop(tp, None)
+            self.fetched_to.pop(tp, None)
+
+
+class GroupConsumer(Reader):
+    """A member of consumer group `group_id` over `topics` (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        topics: Iterable[str],
+        handler: Handler,
+        metrics: KafkaMetrics,
+        client_id: str,
+        concurrency: int = 16,
+        commit_interval_s: float = 0.1,
+    ) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=client_id,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            request_timeout_ms=max(settings.request_timeout_ms, 40_000),
+        )
+        super().__init__(consumer, handler, metrics, f"consumer-{group_id}")
+        self._topics = list(topics)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._interval = commit_interval_s
+        self._offsets = Offsets()
+        self._committed: dict[TopicPartition, int] = {}
+        self._in_hand: set[asyncio.Task[None]] = set()
+        self._committer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
+        self._run()
+        self._committer = asyncio.create_task(self._commit_loop(), name=f"{self._name}-commits")
+
+    @property
+    def alive(self) -> bool:
+        committer_ok = (
+            self._committer is None or not self._committer.done() or self._committer.cancelled()
+        )
+        return super().alive and committer_ok
+
+    async def stop(self, drain_s: float = 10.0) -> None:
+        """Stop fetching, let the messages in hand finish (up to `drain_s`), commit, leave."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._in_hand:
+            await asyncio.wait(self._in_hand, timeout=drain_s)
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        await self._commit()
+        await self._consumer.stop()
+
+    async def _loop(self) -> None:
+        try:
+            while True:
+                batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._slots.acquire()  # all slots busy: stop fetching (backpressure)
+                        self._offsets.fetched(tp, record.offset)
+                        task = asyncio.create_task(self._one(tp, record))
+                        self._in_hand.add(task)
+                        task.add_done_callback(self._in_hand.discard)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._metrics.errors.labels(stage="consume", error=type(exc).__name__).inc()
+            log.exception("read loop died", reader=self._name)
+            raise
+
+    async def _one(self, tp: TopicPartition, record: Any) -> None:
+        try:
+            await self._handle_one(tp.topic, record.value)
+        finally:
+            self._offsets.done(tp, record.offset)
+            self._slots.release()
+            progress = self._offsets.committable(tp)
+            if progress is not None:
+                self.catch_up.advance(tp, progress)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        due = {
+            tp: offset
+            for tp, offset in self._offsets.all_committable().items()
+            if (only is None or tp in only) and self._committed.get(tp) != offset
+        }
+        if not due:
+            return
+        try:
+            await self._consumer.commit(due)
+        except LOST_TO_REBALANCE as exc:
+            # The partitions moved to another member meanwhile: it reads them again from the
+            # last commit. At-least-once; handlers are idempotent.
+            self._metrics.errors.labels(stage="commit", error=type(exc).__name__).inc()
+            log.warning("commit lost to a rebalance", error=repr(exc))
+            return
+        self._committed.update(due)
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._commit(only=revoked)
+        self._offsets.forget(revoked)
+        for tp in revoked:
+            self._committed.pop(tp, None)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        ends = await self._consumer.end_offsets(list(assigned)) if assigned else {}
+        positions = {tp: await self._consumer.position(tp) for tp in assigned}
+        self.catch_up.expect(ends, positions)
+        log.info(
+            "partitions assigned", partitions=sorted(f"{t.topic}/{t.partition}" for t in assigned)
+        )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: GroupConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._owner._on_assigned(assigned)
