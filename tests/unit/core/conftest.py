@@ -58,7 +58,7 @@ def store() -> MemoryStore:
 
 @pytest.fixture
 async def key_service(store: MemoryStore, kek: bytes, clock: FakeClock) -> KeyService:
-    service = KeyService(store=store, kek=kek, clock=clock)
+    service = KeyService(store=store, kek=kek, clock=clock, sleep=clock.sleep)
     await service.start()
     return service
 

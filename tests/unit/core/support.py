@@ -41,12 +41,18 @@ class FakeClock:
 
     def __init__(self, now: datetime = T0) -> None:
         self.now = now
+        self.slept: list[float] = []
 
     def __call__(self) -> datetime:
         return self.now
 
     def advance(self, delta: timedelta) -> None:
         self.now += delta
+
+    async def sleep(self, seconds: float) -> None:
+        """An injected `asyncio.sleep`: time passes at once and is recorded."""
+        self.slept.append(seconds)
+        self.advance(timedelta(seconds=seconds))
 
 
 async def run_now(fn: Callable[[], T], /) -> T:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -173,25 +173,10 @@ async def run(settings: AuthzSettings) -> int:
                 publisher, handlers.topics.keys, published(key), settings.instance_id
             )
 
-        async def on_key(envelope: Envelope) -> None:
-            event = payload_of(envelope)
-            if isinstance(event, KeyPublished) and not await keys.knows(event.kid):
-                log.warning("published key not in the store", kid=event.kid)
-            elif (
-                isinstance(event, KeyPublished)
-                and event.active
-                and event.kid
-                not in (
-                    keys.ring.signing_kid,
-                    keys.ring.sealing_kid,
-                )
-            ):
-                await keys.reload()  # another instance rotated
-
         keys_reader = BroadcastReader(
             kafka,
             topics=[handlers.topics.keys],
-            handler=on_key,
+            handler=key_listener(keys),
             metrics=metrics.kafka,
             client_id=client_id,
             start_at="end",
@@ -228,6 +213,23 @@ async def run(settings: AuthzSettings) -> int:
         log.info("authz stopping", reason=why)
     log.info("authz stopped", reason=why)
     return 1 if why == "failed" else 0
+
+
+def key_listener(keys: KeyService) -> Callable[[Envelope], Awaitable[None]]:
+    """Another instance made or rotated a key: read the ring again. The event is trusted (an
+    internal topic), so this reload skips the unknown-kid rate limit of `KeyService.knows`."""
+
+    async def on_key(envelope: Envelope) -> None:
+        event = payload_of(envelope)
+        if not isinstance(event, KeyPublished):
+            return
+        if keys.knows_now(event.kid) and (keys.is_active(event.kid) or not event.active):
+            return
+        await keys.reload()
+        if not keys.knows_now(event.kid):
+            log.warning("published key not in the store", kid=event.kid)
+
+    return on_key
 
 
 async def _publish_key(

@@ -10,8 +10,11 @@ Algorithm:
 - Other instances learn of a rotation from `authz.keys.v1` (`KeyPublished`) and reload. A token
   or sealed request naming a kid this instance does not know also triggers a reload (the api
   may learn of a new sealing key a moment before this instance does): concurrent askers share
-  one reload, and reloads for unknown kids happen at most every `min_reload_interval` (a
-  garbage kid costs at most that many small reads).
+  one reload, and reloads for unknown kids happen at most every `min_reload_interval`. An
+  asker arriving sooner waits out the rest of the interval and then reloads, rather than being
+  refused: two rotations in quick succession (sig, then seal) must not fail the requests
+  sealed to the second key. A flood of garbage kids so costs at most one small read per
+  interval, and each garbage request waits at most that long before it is refused.
 
 Errors: a store failure propagates (the caller answers RequestFailed).
 """
@@ -19,6 +22,7 @@ Errors: a store failure propagates (the caller answers RequestFailed).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -40,6 +44,7 @@ class KeyService:
     kek: bytes
     clock: Clock
     min_reload_interval: timedelta = timedelta(milliseconds=100)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     ring: KeyRing = field(default_factory=KeyRing)
     _last_reload: datetime | None = None
     _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -62,9 +67,12 @@ class KeyService:
         async with self._reloading:  # askers arriving meanwhile share the reload under way
             if self._has(kid):
                 return True
-            now = self.clock()
-            if self._last_reload is not None and now - self._last_reload < self.min_reload_interval:
-                return False
+            if self._last_reload is not None:
+                wait = self.min_reload_interval - (self.clock() - self._last_reload)
+                if wait > timedelta(0):
+                    await self.sleep(wait.total_seconds())
+                if self._has(kid):  # a KeyPublished reload landed meanwhile
+                    return True
             await self.reload()
         return self._has(kid)
 
