@@ -41,5 +41,8 @@ format: ## Apply ruff's fixes and formatting
 	@$(VENV)/ruff check --fix .
 	@$(VENV)/ruff format .
 
+bench: setup ## Cold verification through Kafka (about 10 minutes; see bench/verify_over_kafka)
+	@$(VENV)/python -m bench.verify_over_kafka
+
 clean: ## Remove run state (.run); keeps the download caches
 	@rm -rf .run

@@ -1,0 +1,1 @@
+"""Benchmarks. Run each from the repository root; its docstring says how."""
