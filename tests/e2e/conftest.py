@@ -1,5 +1,10 @@
-"""e2e fixtures: the real service processes (two api, two authz, one ratelimit) on the
-session's real Kafka and MongoDB-wire server, started by the project's own fleet tooling."""
+"""e2e fixtures: the real service processes (four api, two authz, two ratelimit) on the
+session's real Kafka and MongoDB-wire server, started by the project's own fleet tooling.
+
+Rate policies: the seeds' 60 per minute per account, and 1,000 per minute per client address
+for requests without valid credentials (a large limit, and room for the security suite's
+bad credentials). Loopback is a trusted proxy, so a test can pose as its own client address
+with `X-Forwarded-For`."""
 
 from __future__ import annotations
 
@@ -21,7 +26,22 @@ from authbus_dev.paths import VENV_BIN
 from authbus_dev.ports import free_port_run
 
 PASSWORD = "correct horse battery staple"
-COUNTS: dict[Service, int] = {"api": 2, "authz": 2, "ratelimit": 1}
+COUNTS: dict[Service, int] = {"api": 4, "authz": 2, "ratelimit": 2}
+POLICIES = """
+[[policy]]
+name = "global"
+scope = "account"
+limit = 60
+window_s = 60
+lockout_s = 60
+
+[[policy]]
+name = "anonymous"
+scope = "address"
+limit = 1000
+window_s = 60
+lockout_s = 60
+"""
 
 
 @dataclass(frozen=True)
@@ -64,13 +84,16 @@ class System:
 
     def metric(self, service: Service, name: str, **labels: str) -> float:
         """The sum of a metric over every instance of a service."""
+        return sum(self.instance_metric(i, name, **labels) for i in self.fleet.instances(service))
+
+    def instance_metric(self, instance: Instance, name: str, **labels: str) -> float:
+        """The sum of a metric's samples with these labels on one instance."""
         total = 0.0
-        for instance in self.fleet.instances(service):
-            text = httpx.get(f"{instance.url}/metrics", timeout=5).text
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    if sample.name == name and labels.items() <= sample.labels.items():
-                        total += sample.value
+        text = httpx.get(f"{instance.url}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
         return total
 
 
@@ -83,7 +106,14 @@ def system(infrastructure: InfraConfig) -> Iterator[System]:
         ratelimit=free_port_run(COUNTS["ratelimit"]),
     )
     # usage reports every second (default 30 s) so last-used times show within a test
-    env = {"KAFKA__TOPIC_PREFIX": prefix, "AUTHBUS_API_USAGE_REPORT_S": "1"}
+    policies = infrastructure.run_dir / f"{prefix}policies.toml"
+    policies.write_text(POLICIES)
+    env = {
+        "KAFKA__TOPIC_PREFIX": prefix,
+        "AUTHBUS_API_USAGE_REPORT_S": "1",
+        "AUTHBUS_API_RATE__POLICIES_FILE": str(policies),
+        "AUTHBUS_API_RATE__TRUSTED_PROXIES": '["127.0.0.0/8"]',
+    }
     fleet = Fleet(infrastructure, COUNTS, ports, env=env)
     try:
         fleet.start_all()

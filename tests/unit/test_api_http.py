@@ -13,10 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from authbus_api.app import create_app, edge
-from authbus_api.core.rate_view import RateView
+from authbus_api.core.quota import Quota
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
 from authbus_api.gate import Gate, Principal
 from authbus_api.metrics import ApiMetrics
+from authbus_api.policies import load_policies
+from authbus_api.rate import RateLimiter
+from authbus_ratelimit.core.leases import LeaseBook
 from authbus_shared import apikeys
 from authbus_shared.authz_client import AuthzKeys, Verdict
 from authbus_shared.contracts.authz import (
@@ -28,7 +31,12 @@ from authbus_shared.contracts.authz import (
     SealedCredential,
 )
 from authbus_shared.contracts.envelope import utcnow
-from authbus_shared.contracts.ratelimit import RateDecided
+from authbus_shared.contracts.ratelimit import (
+    AcquireLease,
+    LeaseGranted,
+    ReleaseLease,
+    SubjectLocked,
+)
 from authbus_shared.kafka.rpc import RpcTimeout
 from authbus_shared.ops import Probes, ops_app
 
@@ -64,11 +72,19 @@ class ScriptedAuthz:
 
 
 @dataclass
-class Hits:
-    keys: list[str] = field(default_factory=list)
+class OwnerTwin:
+    """ratelimit's owner in memory (the real lease book, the wall clock), as the lease port."""
 
-    def add(self, key: str, at: datetime) -> None:
-        self.keys.append(key)
+    book: LeaseBook = field(default_factory=LeaseBook)
+    asks: list[AcquireLease] = field(default_factory=list)
+
+    async def acquire(self, ask: AcquireLease) -> LeaseGranted:
+        self.asks.append(ask)
+        granted, _ = self.book.acquire(ask, utcnow())
+        return granted
+
+    async def release(self, release: ReleaseLease) -> None:
+        self.book.release(release, utcnow())
 
 
 @dataclass
@@ -83,8 +99,8 @@ class Uses:
 class Api:
     client: httpx.AsyncClient
     authz: ScriptedAuthz
-    rate: RateView
-    hits: Hits
+    quota: Quota
+    owner: OwnerTwin
     uses: Uses
 
 
@@ -108,7 +124,7 @@ async def api() -> AsyncIterator[Api]:
             ),
         }
     )
-    rate, hits, uses = RateView(), Hits(), Uses()
+    quota, owner, uses = Quota("api-test"), OwnerTwin(), Uses()
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
     gate = Gate(
@@ -117,8 +133,8 @@ async def api() -> AsyncIterator[Api]:
         ),
         digest=CredentialDigest(),
         authz=authz,
-        rate=rate,
-        hits=hits,
+        limiter=RateLimiter(quota, owner),
+        policies=load_policies(None),
         usage=uses,
         metrics=metrics,
         deprecation={
@@ -129,7 +145,7 @@ async def api() -> AsyncIterator[Api]:
     app = edge(create_app(gate, AuthzKeys()), ops_app(registry, Probes()), metrics)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-        yield Api(client, authz, rate, hits, uses)
+        yield Api(client, authz, quota, owner, uses)
 
 
 def bearer(token: str, **extra: str) -> dict[str, str]:
@@ -148,8 +164,12 @@ async def test_200_answers_the_account_and_counts_the_hit(api: Api) -> None:
         "auth_method": "token",
         "two_factor": False,
     }
-    assert api.hits.keys == ["acct:acc-1"]
+    assert [a.key for a in api.owner.asks] == ["global:acct:acc-1"]
     assert api.uses.credentials == ["t1"]
+    assert response.headers["ratelimit-policy"] == '"global";q=60;w=60'
+    assert response.headers["ratelimit"].startswith('"global";r=59;t=')
+    assert response.headers["x-ratelimit-limit"] == "60"
+    assert response.headers["x-ratelimit-remaining"] == "59"
     assert "deprecation" not in response.headers
 
 
@@ -220,7 +240,7 @@ async def test_503_when_authz_cannot_answer_never_a_guessed_yes(api: Api, secret
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
-    assert api.hits.keys == []
+    assert api.owner.asks == []  # neither the account nor the address was counted
 
 
 async def test_500_has_a_request_id_and_no_internals(api: Api) -> None:
@@ -243,18 +263,17 @@ async def test_404_for_an_unknown_path_and_405_with_allow(api: Api) -> None:
     assert wrong_method.headers["allow"] == "GET"
 
 
-async def test_429_with_retry_after_once_the_owner_says_the_account_is_blocked(api: Api) -> None:
+async def test_429_with_retry_after_once_a_lockout_of_the_account_is_broadcast(api: Api) -> None:
+    """R3: a lockout from the decisions topic refuses the account here without asking."""
     now = utcnow()
-    api.rate.on_decision(
-        RateDecided(
-            key="acct:acc-1",
+    api.quota.locked(
+        SubjectLocked(
+            subject="acct:acc-1",
+            key="global:acct:acc-1",
             policy="global",
-            limit=60,
-            window_s=60,
-            count=61,
-            remaining=0,
-            reset_at=now + timedelta(seconds=30),
-            blocked_until=now + timedelta(seconds=42),
+            until=now + timedelta(seconds=42),
+            strikes=1,
+            at=now,
         )
     )
 
@@ -264,7 +283,29 @@ async def test_429_with_retry_after_once_the_owner_says_the_account_is_blocked(a
     assert response.json() == {"code": "429", "error": "Too many requests. Please try again later."}
     assert 41 <= int(response.headers["retry-after"]) <= 42
     assert response.headers["x-ratelimit-remaining"] == "0"
-    assert api.hits.keys == []
+    assert api.owner.asks == []
+
+
+async def test_the_61st_request_in_a_minute_is_refused_and_locks_the_account_out(api: Api) -> None:
+    """R1, R3, R5: 60 per 60 s, then 429 with the lockout's Retry-After on every request."""
+    answers = [await api.client.get("/v0/me", headers=bearer("good")) for _ in range(62)]
+
+    assert [a.status_code for a in answers] == [200] * 60 + [429] * 2
+    assert [a.headers["x-ratelimit-remaining"] for a in answers[:3]] == ["59", "58", "57"]
+    assert answers[59].headers["x-ratelimit-remaining"] == "0"
+    assert 59 <= int(answers[60].headers["retry-after"]) <= 60
+    assert 59 <= int(answers[61].headers["retry-after"]) <= 60
+
+
+async def test_requests_without_valid_credentials_are_limited_per_client_address(
+    api: Api,
+) -> None:
+    """R6: 401s count against the address; past the limit the answer is 429, not 401."""
+    answers = [await api.client.get("/v0/me", headers=JSON) for _ in range(61)]
+
+    assert [a.status_code for a in answers] == [401] * 60 + [429]
+    assert answers[0].headers["ratelimit-policy"] == '"anonymous";q=60;w=60'
+    assert {a.key for a in api.owner.asks} == {"anonymous:addr:127.0.0.1"}
 
 
 async def test_probes_and_metrics_are_served_beside_the_api(api: Api) -> None:

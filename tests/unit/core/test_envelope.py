@@ -21,7 +21,7 @@ from authbus_shared.contracts.envelope import (
     register,
     wrap,
 )
-from authbus_shared.contracts.ratelimit import RateDecided
+from authbus_shared.contracts.ratelimit import AcquireLease, LeaseGranted, LeasePolicy
 
 from .support import T0
 
@@ -59,19 +59,24 @@ def test_wrap_encode_decode_round_trips_a_registered_contract() -> None:
 
 
 def test_round_trip_keeps_enums_and_datetimes_typed() -> None:
-    decided = RateDecided(
-        key="acct:1",
-        policy="default",
-        limit=60,
-        window_s=60,
-        count=61,
+    granted = LeaseGranted(
+        key="global:acct:1",
+        granted=0,
+        window_start=T0,
+        window_end=T0 + timedelta(seconds=60),
         remaining=0,
-        reset_at=T0,
         blocked_until=T0 + timedelta(seconds=60),
+    )
+    ask = AcquireLease(
+        key="global:acct:1",
+        subject="acct:1",
+        policy=LeasePolicy(name="global", limit=60, window_s=60, lockout_s=60),
+        instance="api-1",
+        want=60,
     )
     verdict = CredentialVerified(outcome=Outcome.REVOKED)
 
-    for payload in (decided, verdict):
+    for payload in (granted, ask, verdict):
         assert payload_of(decode(encode(wrap(payload, producer="p", now=T0)))) == payload
 
 

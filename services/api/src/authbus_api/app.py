@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -14,8 +15,9 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from authbus_api.core.client_address import Network, client_address
 from authbus_api.core.errors import Error, render
-from authbus_api.gate import ApiError, Gate
+from authbus_api.gate import ApiError, Gate, Principal
 from authbus_api.metrics import ApiMetrics
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import OPS_PATHS, ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +35,10 @@ STATUS_ERRORS = {
     503: Error.UNAVAILABLE,
 }
 
+
+ME = "GET /v0/me"
+# Answers to requests without valid credentials: these count per client address (R6).
+ANONYMOUS = frozenset({Error.MISSING_TOKEN, Error.INVALID_TOKEN, Error.TOKEN_REQUIRED})
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -72,7 +78,7 @@ def error_response(
     )
 
 
-def create_app(gate: Gate, keys: AuthzKeys) -> FastAPI:
+def create_app(gate: Gate, keys: AuthzKeys, trusted: Sequence[Network] = ()) -> FastAPI:
     app = FastAPI(
         title="authbus",
         version="0.1.0",
@@ -82,11 +88,23 @@ def create_app(gate: Gate, keys: AuthzKeys) -> FastAPI:
         redoc_url=None,
     )
 
+    async def authenticated(request: Request, route: str) -> Principal:
+        """Who is asking; a request without valid credentials is counted per client address
+        (R6) before its 401, and gets a 429 instead once that address is over its limit."""
+        try:
+            return await gate.authenticate(request.headers.get("authorization"))
+        except ApiError as exc:
+            if exc.error in ANONYMOUS:
+                peer = request.client.host if request.client else None
+                address = client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+                exc.headers.update(await gate.limit_anonymous(address, route))
+            raise
+
     @app.get("/v0/me", tags=["account"], responses={401: {}, 429: {}, 503: {}})
     async def who_am_i(request: Request, response: Response) -> Me:
         """Who the credential in `Authorization` belongs to (Bearer or Basic)."""
-        who = await gate.authenticate(request.headers.get("authorization"))
-        response.headers.update(gate.limit(who))
+        who = await authenticated(request, ME)
+        response.headers.update(await gate.limit(who, ME))
         return Me(
             id=who.account.id,
             email=who.account.email,

@@ -12,15 +12,17 @@ by the app's error handler.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from authbus_api.core.credentials import Unreadable, parse_authorization
 from authbus_api.core.errors import Error
-from authbus_api.core.rate_view import Admission, RateView
+from authbus_api.core.quota import Admit, Need, RatePolicy, RateState, Refuse, Scope
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
 from authbus_api.metrics import ApiMetrics
+from authbus_api.rate import RateLimiter
 from authbus_shared.authz_client import NoSealingKey, Verdict
 from authbus_shared.contracts.authz import (
     AccountView,
@@ -45,12 +47,6 @@ class Authz(Protocol):
     async def verify(
         self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
     ) -> Verdict: ...
-
-
-class HitSink(Protocol):
-    """Where admitted hits go (HitShipper to ratelimit; a twin in unit tests)."""
-
-    def add(self, key: str, at: datetime) -> None: ...
 
 
 class UsageSink(Protocol):
@@ -90,8 +86,8 @@ class Gate:
     cache: VerdictCache
     digest: CredentialDigest
     authz: Authz
-    rate: RateView
-    hits: HitSink
+    limiter: RateLimiter
+    policies: tuple[RatePolicy, ...]
     usage: UsageSink
     metrics: ApiMetrics
     deprecation: dict[str, str] = field(default_factory=dict)  # headers for legacy-key answers
@@ -154,30 +150,64 @@ class Gate:
             raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"})
         return self.cache.admit(digest, reply, utcnow())
 
-    def limit(self, who: Principal) -> dict[str, str]:
-        """Check and count one request of this account: the headers to answer with, or raises
-        ApiError(429). Answers to a legacy key carry the deprecation headers either way."""
-        key = f"acct:{who.account.id}"
+    async def limit(self, who: Principal, route: str) -> dict[str, str]:
+        """Check and count one request of this account on `route` against every policy that
+        applies (R1, R2): the headers to answer with (R5), or raises ApiError (429, or 503 for
+        a fail-closed policy without its owner). Answers to a legacy key carry the
+        deprecation headers either way."""
+        extra = self.deprecation if who.deprecated else {}
+        return await self._limit("account", f"acct:{who.account.id}", route, extra)
+
+    async def limit_anonymous(self, address: str, route: str) -> dict[str, str]:
+        """The same for a request without valid credentials, per client address (R6)."""
+        return await self._limit("address", f"addr:{address}", route, {})
+
+    async def _limit(
+        self, scope: Scope, subject: str, route: str, extra: dict[str, str]
+    ) -> dict[str, str]:
+        needs = [Need(p, subject) for p in self.policies if p.applies(route, scope)]
+        if not needs:
+            return extra
+        decision = await self.limiter.admit(needs)
         now = utcnow()
-        admission = self.rate.check(key, now)
-        headers = rate_headers(admission) | (self.deprecation if who.deprecated else {})
-        if not admission.allowed:
-            self.metrics.rate.labels(result="limited").inc()
-            raise ApiError(Error.TOO_MANY_REQUESTS, headers)
-        self.metrics.rate.labels(result="allowed").inc()
-        self.rate.admitted(key)
-        self.hits.add(key, now)
-        return headers
+        if isinstance(decision, Admit):
+            for policy in decision.fallback:
+                mode = next(n.policy.fail_mode for n in needs if n.policy.lease.name == policy)
+                self.metrics.rate_fallback.labels(policy=policy, mode=mode).inc()
+            self._count(needs, "allowed")
+            return rate_headers(decision.states, now) | extra
+        if isinstance(decision, Refuse):
+            self._count(needs, "locked" if decision.locked else "limited")
+            headers = rate_headers(decision.states, now)
+            headers["Retry-After"] = str(seconds_until(decision.retry_at, now))
+            raise ApiError(Error.TOO_MANY_REQUESTS, headers | extra)
+        self.metrics.rate_fallback.labels(policy=decision.policy, mode="closed").inc()
+        self._count(needs, "unavailable")
+        raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"} | extra)
+
+    def _count(self, needs: list[Need], result: str) -> None:
+        for need in needs:
+            self.metrics.rate.labels(policy=need.policy.lease.name, result=result).inc()
 
 
-def rate_headers(admission: Admission) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if admission.limit is not None:
-        headers["X-RateLimit-Limit"] = str(admission.limit)
-    if admission.remaining is not None:
-        headers["X-RateLimit-Remaining"] = str(admission.remaining)
-    if admission.reset_at is not None:
-        headers["X-RateLimit-Reset"] = str(int(admission.reset_at.timestamp()))
-    if admission.retry_after_s is not None:
-        headers["Retry-After"] = str(admission.retry_after_s)
-    return headers
+def rate_headers(states: tuple[RateState, ...], now: datetime) -> dict[str, str]:
+    """R5: every policy in `RateLimit-Policy` and `RateLimit` (IETF httpapi draft), the
+    tightest one (least remaining) in the classic `X-RateLimit-*`."""
+    if not states:
+        return {}
+    tightest = min(states, key=lambda s: s.remaining)
+    return {
+        "RateLimit-Policy": ", ".join(f'"{s.policy}";q={s.limit};w={s.window_s}' for s in states),
+        "RateLimit": ", ".join(
+            f'"{s.policy}";r={s.remaining};t={seconds_until(s.reset_at, now, least=0)}'
+            for s in states
+        ),
+        "X-RateLimit-Limit": str(tightest.limit),
+        "X-RateLimit-Remaining": str(tightest.remaining),
+        "X-RateLimit-Reset": str(math.ceil(tightest.reset_at.timestamp())),
+    }
+
+
+def seconds_until(at: datetime, now: datetime, *, least: int = 1) -> int:
+    """Whole seconds to wait, rounded up: a client that obeys never comes back too early."""
+    return max(least, math.ceil((at - now) / timedelta(seconds=1)))

@@ -46,13 +46,27 @@ class ApiMetrics:
         )
         self.rate = Counter(
             "api_rate_decisions_total",
-            "Rate checks on this instance, by result (allowed, limited).",
-            ["result"],
+            "Rate checks on this instance, by policy and result (allowed, limited, locked, "
+            "unavailable).",
+            ["policy", "result"],
             registry=registry,
         )
-        self.hits_shipped = Counter(
-            "api_ratelimit_hits_shipped_total",
-            "Hits shipped to ratelimit owners, by result (acked, failed).",
-            ["result"],
+        self.rate_fallback = Counter(
+            "api_rate_fallback_total",
+            "Requests decided by the local fallback while a key's owner was unreachable (R8), "
+            "by policy and fail mode.",
+            ["policy", "mode"],
+            registry=registry,
+        )
+        self.lease_asks = Counter(
+            "api_rate_lease_asks_total",
+            "Lease asks to ratelimit owners, by kind (blocking, prefetch) and outcome "
+            "(granted, empty, timeout).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.lockouts = Counter(
+            "api_rate_lockouts_received_total",
+            "Lockouts (SubjectLocked) applied from the decisions topic.",
             registry=registry,
         )

@@ -1,10 +1,11 @@
 """api's composition root: Kafka (producer, reply inbox, three broadcast readers), the gate,
 the HTTP server, metrics and probes; runs until SIGTERM.
 
-Start: topics -> producer -> readers (authz keys from the beginning, changes from now, rate
-decisions from `decisions_lookback_s` ago) -> reply inbox -> hit shipper -> HTTP. Ready when
-every reader has caught up and a sealing key is known. Stop: not ready -> HTTP drains ->
-remaining hits shipped -> readers -> producer."""
+Start: topics -> producer -> readers (authz keys from the beginning, changes from now,
+lockouts from `decisions_lookback_s` ago) -> reply inbox -> usage reporter and the rate
+limiter's background work (top-ups, releases) -> HTTP. Ready when every reader has caught up
+and a sealing key is known. Stop: not ready -> HTTP drains -> remaining uses reported ->
+readers -> producer."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from prometheus_client.process_collector import ProcessCollector
 from authbus_api.app import create_app, edge
 from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
-from authbus_api.hits import HitShipper
+from authbus_api.leases import KafkaLeases
 from authbus_api.metrics import ApiMetrics
+from authbus_api.policies import load_policies
+from authbus_api.rate import RateLimiter
 from authbus_api.settings import ApiSettings
 from authbus_api.usage import UsageReporter
 from authbus_api.views import Readers, Views
@@ -48,6 +51,7 @@ async def run(settings: ApiSettings) -> int:
     t = {spec.name: resolve(spec, kafka) for spec in topics.ALL_TOPICS}
     client_id = f"{kafka.client_id_prefix}-api-{settings.instance_id}"
     views = Views.new(settings, metrics)
+    policies = load_policies(settings.rate.policies_file)
 
     async with contextlib.AsyncExitStack() as stack:
         await ensure_topics(kafka, t.values())
@@ -68,7 +72,18 @@ async def run(settings: ApiSettings) -> int:
         )
         await rpc.start()
         stack.push_async_callback(rpc.stop)
-        hits, usage = await start_senders(stack, publisher, settings, t, metrics)
+        usage = await start_usage(stack, publisher, settings, t)
+        leases = KafkaLeases(
+            rpc,
+            publisher,
+            t[topics.RATELIMIT_LEASES.name].name,
+            settings.instance_id,
+            timedelta(milliseconds=settings.rate.ask_timeout_ms),
+            metrics,
+        )
+        limiter = RateLimiter(views.quota, leases)
+        rate_work = asyncio.create_task(limiter.run(), name="rate-limiter")
+        stack.callback(rate_work.cancel)
         probes.live("reply_inbox", lambda: rpc.alive)
         probes.ready("reply_inbox", lambda: rpc.ready)
         probes.ready("authz_sealing_key", lambda: views.keys.has_sealing_key)
@@ -85,18 +100,22 @@ async def run(settings: ApiSettings) -> int:
             cache=views.cache,
             digest=CredentialDigest(),
             authz=authz,
-            rate=views.rate,
-            hits=hits,
+            limiter=limiter,
+            policies=policies,
             usage=usage,
             metrics=metrics,
             deprecation=settings.deprecation_headers,
         )
-        app = edge(create_app(gate, views.keys), ops_app(registry, probes), metrics)
+        app = edge(
+            create_app(gate, views.keys, settings.rate.trusted_proxies),
+            ops_app(registry, probes),
+            metrics,
+        )
         server, server_task = await start_http(http_config(app, settings))
         stack.push_async_callback(stop_http, server, server_task)
         log.info("api started", port=settings.port)
 
-        why = await until_stopped(server_task, rpc.task, *parts)
+        why = await until_stopped(server_task, rpc.task, rate_work, *parts)
         probes.stopping = True
         log.info("api stopping", reason=why)
     log.info("api stopped", reason=why)
@@ -116,31 +135,22 @@ def http_config(app: ASGIApp, settings: ApiSettings) -> uvicorn.Config:
     )
 
 
-async def start_senders(
+async def start_usage(
     stack: contextlib.AsyncExitStack,
     publisher: Publisher,
     settings: ApiSettings,
     t: dict[str, TopicSpec],
-    metrics: ApiMetrics,
-) -> tuple[HitShipper, UsageReporter]:
-    """What the api sends in batches: hits to ratelimit, credential uses to authz."""
-    hits = HitShipper(
-        publisher,
-        topic=t[topics.RATELIMIT_HITS.name].name,
-        instance_id=settings.instance_id,
-        interval=timedelta(milliseconds=settings.hits_flush_ms),
-        metrics=metrics,
-    )
+) -> UsageReporter:
+    """Credential uses go to authz in batches (last-used times)."""
     usage = UsageReporter(
         publisher,
         topic=t[topics.AUTH_USAGE.name].name,
         instance_id=settings.instance_id,
         interval=timedelta(seconds=settings.usage_report_s),
     )
-    for sender in (hits, usage):
-        sender.start()
-        stack.push_async_callback(sender.stop)
-    return hits, usage
+    usage.start()
+    stack.push_async_callback(usage.stop)
+    return usage
 
 
 async def start_readers(

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from authbus_shared.settings import ServiceSettings
+
+
+class RateSettings(BaseModel):
+    """How this api instance enforces the rate policies (ADR 0010)."""
+
+    policies_file: Path | None = Field(
+        default=None,
+        description="TOML file of rate policies (see config/rate-policies.toml); unset: built-in.",
+    )
+    ask_timeout_ms: int = Field(
+        default=200, ge=10, description="How long a request waits for a lease before fallback."
+    )
+    fallback_s: float = Field(
+        default=2.0, gt=0, description="How long a key stays in fallback before asking again."
+    )
+    release_idle_ms: int = Field(
+        default=1000, ge=10, description="An unused slice idle this long goes back to its owner."
+    )
+    lease_margin_ms: int = Field(
+        default=50,
+        ge=0,
+        description="A slice is not spent in its window's last moments (clock skew with Kafka).",
+    )
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list,
+        description="Proxies whose X-Forwarded-For is believed (R6), as CIDRs in a JSON list.",
+    )
 
 
 class ApiSettings(ServiceSettings):
@@ -27,14 +56,12 @@ class ApiSettings(ServiceSettings):
     cache_negative_ttl_s: float = Field(
         default=5.0, ge=0, description="How long a denial is reused (shields authz from floods)."
     )
-    hits_flush_ms: int = Field(
-        default=20, ge=1, description="How often counted hits are shipped to ratelimit."
-    )
     decisions_lookback_s: int = Field(
-        default=300,
+        default=1800,
         ge=0,
-        description="At start, read rate decisions of this last stretch (longest window/lockout).",
+        description="At start, read lockouts of this last stretch (the longest lockout).",
     )
+    rate: RateSettings = Field(default_factory=RateSettings)
 
     usage_report_s: float = Field(
         default=30.0, gt=0, description="How often credential uses (last-used times) go to authz."

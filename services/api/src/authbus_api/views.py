@@ -1,13 +1,13 @@
 """What an api instance learns from the broadcast topics, and keeps in memory so the common
 request needs no round trip: authz's public keys, credential changes (into the verdict cache),
-and the owners' rate decisions."""
+and the owners' lockouts (into the rate limiter's quota)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 
-from authbus_api.core.rate_view import RateView
+from authbus_api.core.quota import Quota
 from authbus_api.core.verdict_cache import VerdictCache
 from authbus_api.metrics import ApiMetrics
 from authbus_api.settings import ApiSettings
@@ -15,7 +15,7 @@ from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.contracts import topics
 from authbus_shared.contracts.envelope import Envelope, payload_of, utcnow
 from authbus_shared.contracts.events import AccountChanged, KeyRevoked, TokenRevoked
-from authbus_shared.contracts.ratelimit import RateDecided
+from authbus_shared.contracts.ratelimit import SubjectLocked
 from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.kafka.consumers import Handler, StartAt
 
@@ -26,7 +26,7 @@ Readers = dict[str, tuple[str, Handler, StartAt]]
 class Views:
     cache: VerdictCache
     keys: AuthzKeys
-    rate: RateView
+    quota: Quota
     metrics: ApiMetrics
 
     @classmethod
@@ -36,7 +36,13 @@ class Views:
             ttl=timedelta(seconds=settings.cache_ttl_s),
             negative_ttl=timedelta(seconds=settings.cache_negative_ttl_s),
         )
-        return cls(cache, AuthzKeys(), RateView(), metrics)
+        quota = Quota(
+            settings.instance_id,
+            margin=timedelta(milliseconds=settings.rate.lease_margin_ms),
+            release_idle=timedelta(milliseconds=settings.rate.release_idle_ms),
+            fallback_for=timedelta(seconds=settings.rate.fallback_s),
+        )
+        return cls(cache, AuthzKeys(), quota, metrics)
 
     def readers(self, t: dict[str, TopicSpec], settings: ApiSettings) -> Readers:
         """One broadcast reader per topic: name -> (topic, handler, where to start)."""
@@ -44,7 +50,7 @@ class Views:
         return {
             "authz_keys": (t[topics.AUTHZ_KEYS.name].name, self.keys.handle, "beginning"),
             "auth_changes": (t[topics.AUTH_CHANGES.name].name, self.on_change, "end"),
-            "rate_decisions": (t[topics.RATELIMIT_DECISIONS.name].name, self.on_decision, lookback),
+            "rate_decisions": (t[topics.RATELIMIT_DECISIONS.name].name, self.on_lock, lookback),
         }
 
     async def on_change(self, envelope: Envelope) -> None:
@@ -58,7 +64,8 @@ class Views:
                 self.cache.account_changed(event.account_id, event.at, utcnow())
         self.metrics.invalidations.labels(event=event.TYPE).inc()
 
-    async def on_decision(self, envelope: Envelope) -> None:
-        decision = payload_of(envelope)
-        if isinstance(decision, RateDecided):
-            self.rate.on_decision(decision)
+    async def on_lock(self, envelope: Envelope) -> None:
+        event = payload_of(envelope)
+        if isinstance(event, SubjectLocked) and event.until > utcnow():
+            self.quota.locked(event)
+            self.metrics.lockouts.inc()

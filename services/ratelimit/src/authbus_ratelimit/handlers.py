@@ -1,57 +1,103 @@
-"""ratelimit's Kafka boundary: RecordHits in (from the partitions this instance owns),
-RateDecided out (broadcast to every api instance)."""
+"""ratelimit's Kafka boundary: lease asks and releases in (from the partitions this instance
+owns, in order, with the broker's time), grants out to the asker, lockouts broadcast.
+
+One `LeaseBook` per owned partition: a partition given to this instance starts a fresh book
+that the replay fills (`PartitionOwner`), a partition taken away drops its book. The books are
+a pure function of the messages, so only what is live has effects outside: a reply goes only
+to an asker still waiting, a lockout is broadcast only while it lasts (a replayed one again:
+api instances keep the later end, so a repeat is harmless)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from authbus_ratelimit.core.fixed_window import Decision, FixedWindow
+import structlog
+
+from authbus_ratelimit.core.leases import LeaseBook
 from authbus_ratelimit.metrics import RatelimitMetrics
 from authbus_shared.contracts.envelope import Envelope, MessageDecodeError, payload_of, utcnow, wrap
-from authbus_shared.contracts.ratelimit import RateDecided, RecordHits
+from authbus_shared.contracts.ratelimit import AcquireLease, LeaseGranted, ReleaseLease
 from authbus_shared.kafka.producer import Publisher
+from authbus_shared.kafka.rpc import Responder
 
-
-def decided(d: Decision) -> RateDecided:
-    return RateDecided(
-        key=d.key,
-        policy=d.policy.name,
-        limit=d.policy.limit,
-        window_s=int(d.policy.window.total_seconds()),
-        count=d.count,
-        remaining=d.remaining,
-        reset_at=d.reset_at,
-        blocked_until=d.blocked_until,
-    )
+log = structlog.get_logger(__name__)
+SWEEP_MARGIN = timedelta(seconds=30)
 
 
 @dataclass
-class RatelimitHandlers:
-    counter: FixedWindow
+class LeaseHandlers:
+    responder: Responder
     publisher: Publisher
     decisions_topic: str
     metrics: RatelimitMetrics
     instance_id: str
+    books: dict[int, LeaseBook] = field(default_factory=dict)
 
-    async def handle(self, envelope: Envelope) -> None:
-        hits = payload_of(envelope)
-        if not isinstance(hits, RecordHits):
-            raise MessageDecodeError(f"ratelimit does not handle {envelope.type}")
-        decision = self.counter.record(hits.key, hits.hits, hits.first_at)
-        policy = decision.policy.name
-        self.metrics.hits.labels(policy=policy).inc(hits.hits)
-        state = (
-            "blocked"
-            if decision.blocked_until
-            else "exhausted"
-            if not decision.remaining
-            else "open"
-        )
-        self.metrics.decisions.labels(policy=policy, state=state).inc()
-        self.metrics.keys.labels(policy=policy).set(len(self.counter))
-        event = wrap(decided(decision), producer=self.instance_id, now=utcnow())
-        await self.publisher.publish(self.decisions_topic, event, key=hits.key)
+    def assigned(self, partition: int) -> None:
+        self.books[partition] = LeaseBook()
+        self.metrics.partitions.labels(partition=str(partition)).set(1)
 
-    def sweep(self) -> None:
-        self.counter.sweep(utcnow())
-        self.metrics.keys.labels(policy=self.counter.policy.name).set(len(self.counter))
+    def revoked(self, partition: int) -> None:
+        if self.books.pop(partition, None) is not None:
+            self.metrics.partitions.remove(str(partition))
+
+    async def handle(self, partition: int, envelope: Envelope, at: datetime) -> None:
+        message = payload_of(envelope)
+        book = self.books.get(partition)
+        if book is None:  # not ours (a message fetched just before a revocation)
+            return
+        match message:
+            case AcquireLease():
+                self._acquire(book, envelope, message, at)
+            case ReleaseLease():
+                book.release(message, at)
+                self.metrics.releases.inc()
+            case _:
+                raise MessageDecodeError(f"ratelimit does not handle {envelope.type}")
+
+    def _acquire(
+        self, book: LeaseBook, envelope: Envelope, ask: AcquireLease, at: datetime
+    ) -> None:
+        granted, locked = book.acquire(ask, at)
+        now = utcnow()
+        if locked is not None and locked.until > now:
+            event = wrap(locked, producer=self.instance_id, now=now)
+            sent = self.publisher.enqueue(self.decisions_topic, event, key=locked.subject)
+            sent.add_done_callback(_log_failure)
+        if not self.responder.wanted(envelope, now):
+            self.metrics.replayed.inc()
+            return
+        policy = ask.policy.name
+        self.metrics.asks.labels(
+            policy=policy, result=_result(ask, granted, locked is not None)
+        ).inc()
+        if granted.granted:
+            self.metrics.granted.labels(policy=policy).inc(granted.granted)
+        if locked is not None:
+            self.metrics.locks.labels(policy=policy, escalated=str(locked.strikes > 1)).inc()
+        self.responder.reply_nowait(envelope, granted)
+
+    def sweep(self, *, replaying: bool) -> None:
+        """Forget keys with nothing left. Not while a replay is under way (a replayed message
+        still counts in a window that has ended by the wall clock), and with a margin for a
+        host clock ahead of the broker's."""
+        if not replaying:
+            now = utcnow() - SWEEP_MARGIN
+            for book in self.books.values():
+                book.sweep(now)
+        self.metrics.keys.set(sum(len(b) for b in self.books.values()))
+
+
+def _result(ask: AcquireLease, granted: LeaseGranted, locked: bool) -> str:
+    if locked:
+        return "locked"
+    if granted.granted:
+        return "granted"
+    return "empty" if ask.prefetch else "refused"
+
+
+def _log_failure(sent: asyncio.Future[None]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("lockout not broadcast", error=repr(sent.exception()))

@@ -1,4 +1,5 @@
-"""ratelimit metrics (docs/metrics.md). Bounded labels only: never a limit key."""
+"""ratelimit metrics (docs/metrics.md). Bounded labels only: never a limit key or a subject;
+`policy` is bounded by the api's configuration."""
 
 from __future__ import annotations
 
@@ -10,21 +11,38 @@ from authbus_shared.kafka.metrics import KafkaMetrics
 class RatelimitMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.kafka = KafkaMetrics("ratelimit", registry)
-        self.hits = Counter(
-            "ratelimit_hits_counted_total",
-            "Hits counted by this owner, by policy.",
+        self.asks = Counter(
+            "ratelimit_lease_asks_total",
+            "Lease asks answered live, by policy and result (granted, empty, refused, locked).",
+            ["policy", "result"],
+            registry=registry,
+        )
+        self.granted = Counter(
+            "ratelimit_units_granted_total",
+            "Requests handed out in leases, by policy.",
             ["policy"],
             registry=registry,
         )
-        self.decisions = Counter(
-            "ratelimit_decisions_published_total",
-            "Decisions broadcast, by policy and state (open, exhausted, blocked).",
-            ["policy", "state"],
+        self.locks = Counter(
+            "ratelimit_lockouts_total",
+            "Subjects locked out (R3), by policy and whether the lockout grew (R7).",
+            ["policy", "escalated"],
             registry=registry,
         )
-        self.keys = Gauge(
-            "ratelimit_active_keys",
-            "Keys with a live window or block held by this instance.",
-            ["policy"],
+        self.releases = Counter(
+            "ratelimit_lease_releases_total", "Unused slices given back.", registry=registry
+        )
+        self.replayed = Counter(
+            "ratelimit_replayed_total",
+            "Messages applied to the state without a reply (replay after an assignment, or an "
+            "ask whose asker stopped waiting).",
+            registry=registry,
+        )
+        self.keys = Gauge("ratelimit_active_keys", "Keys held by this instance.", registry=registry)
+        self.partitions = Gauge(
+            "ratelimit_owned_partitions",
+            "1 for each partition of ratelimit.leases.v1 this instance owns (at most the "
+            "topic's partition count).",
+            ["partition"],
             registry=registry,
         )

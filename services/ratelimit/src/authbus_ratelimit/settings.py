@@ -1,4 +1,7 @@
-"""ratelimit settings: env prefix `AUTHBUS_RATELIMIT_` (see .env.example)."""
+"""ratelimit settings: env prefix `AUTHBUS_RATELIMIT_` (see .env.example).
+
+ratelimit holds no policy of its own: the api's configuration defines the policies and every
+lease ask carries its policy's parameters (ADR 0010)."""
 
 from __future__ import annotations
 
@@ -7,24 +10,28 @@ from datetime import timedelta
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from authbus_ratelimit.core.fixed_window import Policy
 from authbus_shared.settings import OpsSettings, ServiceSettings
 
 
 class RatelimitSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AUTHBUS_RATELIMIT_")
 
-    limit: int = Field(default=60, ge=1, description="Requests per window per account (R1).")
-    window_s: int = Field(default=60, ge=1, description="Window length in seconds (R1).")
-    lockout_s: int = Field(
-        default=60, ge=0, description="Lockout after the limit is passed, seconds; 0: none (R3)."
+    replay_horizon_s: int = Field(
+        default=900,
+        ge=1,
+        description=(
+            "How far back a new owner of a partition replays asks to rebuild windows, locks "
+            "and strikes; must cover the longest window plus the longest lockout (R4)."
+        ),
+    )
+    session_timeout_ms: int = Field(
+        default=6000,
+        ge=6000,
+        le=300_000,
+        description="How soon the group notices a dead instance and moves its partitions.",
     )
     ops: OpsSettings = Field(default_factory=lambda: OpsSettings(port=9102))
 
-    def global_policy(self) -> Policy:
-        return Policy(
-            name="global",
-            limit=self.limit,
-            window=timedelta(seconds=self.window_s),
-            lockout=timedelta(seconds=self.lockout_s) if self.lockout_s else None,
-        )
+    @property
+    def replay_horizon(self) -> timedelta:
+        return timedelta(seconds=self.replay_horizon_s)

@@ -139,6 +139,9 @@ class Fleet:
     def stop(self, instance: Instance) -> None:
         self.process(instance).stop()
 
+    def kill(self, instance: Instance) -> None:
+        self.process(instance).kill()
+
     def stop_all(self) -> None:
         for instance in reversed(self.instances()):
             self.stop(instance)

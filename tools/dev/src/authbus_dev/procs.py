@@ -92,6 +92,16 @@ class Managed:
                     time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
 
+    def kill(self) -> None:
+        """End the process at once (SIGKILL: no drain, no goodbye), as a crash would."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                _reap(pid)
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])

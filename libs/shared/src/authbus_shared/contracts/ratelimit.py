@@ -1,4 +1,15 @@
-"""Contracts between the api instances and ratelimit (internal)."""
+"""Contracts between the api instances and ratelimit (internal): quota leases (ADR 0010).
+
+An api instance asks the owner of a limit key for a slice of what is left in the key's window
+(`AcquireLease`, on `ratelimit.leases.v1`, keyed by the limit key so one owner sees all of a
+key's asks in order) and spends it locally; the owner answers `LeaseGranted` on the asker's
+reply partition. Unused slices go back with `ReleaseLease`. When a key is exceeded and its
+policy has a lockout, the owner broadcasts `SubjectLocked` on `ratelimit.decisions.v1`: every
+api instance then refuses the subject (an account or a client address) on every route (R3).
+
+The owner's clock is the broker's: the leases topic stamps each record with its append time,
+so replaying the partition rebuilds exactly the state the previous owner had (recovery).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +17,89 @@ from datetime import datetime
 
 from pydantic import Field
 
-from authbus_shared.contracts.envelope import Contract, register
+from authbus_shared.contracts.envelope import Contract, Frozen, register
+
+MAX_WANT = 1_000_000
+
+
+class LeasePolicy(Frozen):
+    """One policy's counting parameters, carried in every ask: ratelimit needs no copy of the
+    configuration, and the window opened by a key's first ask keeps that ask's parameters."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    limit: int = Field(ge=1, le=100_000_000)
+    window_s: int = Field(ge=1, le=86_400)
+    lockout_s: int = Field(default=0, ge=0, le=86_400, description="0: no lockout")
+    # Fair use (R7): each lockout within `strike_memory_s` of the previous one doubles the
+    # next, up to `lockout_cap_s` (0: the lockout never grows).
+    lockout_cap_s: int = Field(default=0, ge=0, le=86_400)
+    strike_memory_s: int = Field(default=0, ge=0, le=86_400)
 
 
 @register
-class RecordHits(Contract):
-    """Count `hits` requests for a limit key. Keyed by `key`, so its owner counts it."""
+class AcquireLease(Contract):
+    """Ask for up to `want` requests of `key`'s current window. `prefetch`: nobody is waiting
+    (the instance tops up ahead of need), so an empty window is not a breach. `window_start`,
+    `received` and `spent`: the window of the slice the instance holds for the key (None:
+    none), how many units it received for it and how many requests it admitted from it, so
+    the owner knows what is really out (a grant whose reply never arrived, units spent;
+    ADR 0010)."""
 
-    TYPE = "ratelimit.RecordHits"
+    TYPE = "ratelimit.AcquireLease"
 
-    key: str = Field(min_length=1, max_length=200)
-    hits: int = Field(ge=1)
-    first_at: datetime
+    key: str = Field(min_length=1, max_length=300)
+    subject: str = Field(min_length=1, max_length=200)
+    policy: LeasePolicy
+    instance: str = Field(min_length=1, max_length=200)
+    want: int = Field(ge=1, le=MAX_WANT)
+    prefetch: bool = False
+    window_start: datetime | None = None
+    received: int | None = Field(default=None, ge=0, le=100_000_000)  # None: not told
+    spent: int = Field(default=0, ge=0, le=100_000_000)
 
 
 @register
-class RateDecided(Contract):
-    """The owner's view of a key after counting: what is left, and whether it is locked out."""
+class ReleaseLease(Contract):
+    """Give back `unused` requests of a slice of the window that started at `window_start`
+    (ignored once that window is over); `spent`: what the instance admitted in it."""
 
-    TYPE = "ratelimit.RateDecided"
+    TYPE = "ratelimit.ReleaseLease"
+
+    key: str = Field(min_length=1, max_length=300)
+    instance: str = Field(min_length=1, max_length=200)
+    window_start: datetime
+    unused: int = Field(ge=1, le=MAX_WANT)
+    spent: int = Field(default=0, ge=0, le=100_000_000)
+
+
+@register
+class LeaseGranted(Contract):
+    """The owner's answer: `granted` requests to spend until `window_end` (0: none; then
+    `blocked_until` says whether the subject is locked out), what is left unallocated, and
+    `outstanding`: units other instances hold unspent (a refusal while some are out is not a
+    breach: the request is refused, the subject not locked)."""
+
+    TYPE = "ratelimit.LeaseGranted"
 
     key: str
-    policy: str
-    limit: int
-    window_s: int
-    count: int
-    remaining: int
-    reset_at: datetime
+    granted: int = Field(ge=0)
+    window_start: datetime
+    window_end: datetime
+    remaining: int = Field(ge=0)
     blocked_until: datetime | None = None
+    outstanding: int = Field(default=0, ge=0)
+
+
+@register
+class SubjectLocked(Contract):
+    """A subject passed a policy with a lockout: refuse all its requests until `until` (R3).
+    `strikes` counts lockouts in a row within the policy's memory (R7: the lockout grows)."""
+
+    TYPE = "ratelimit.SubjectLocked"
+
+    subject: str
+    key: str
+    policy: str
+    until: datetime
+    strikes: int = Field(ge=1)
+    at: datetime

@@ -58,18 +58,20 @@ AUTH_AUDIT = TopicSpec(
 AUTH_USAGE = TopicSpec(
     "auth.usage.v1", 6, "credential uses reported by the api", {"retention.ms": str(DAY_MS)}
 )
-# api -> ratelimit (group "ratelimit"): hits, keyed by limit key so one owner counts a key.
-RATELIMIT_HITS = TopicSpec(
-    "ratelimit.hits.v1",
+# api -> ratelimit (group "ratelimit"): lease asks and releases, keyed by limit key so one
+# owner sees all of a key's asks in order. The broker stamps each record (LogAppendTime): the
+# owner's clock, identical on a replay (ADR 0010). Retention covers the replay horizon.
+RATELIMIT_LEASES = TopicSpec(
+    "ratelimit.leases.v1",
     12,
-    "hits counted by the owner of the limit key",
-    {"retention.ms": str(HOUR_MS)},
+    "quota lease asks, in order per limit key",
+    {"retention.ms": str(DAY_MS), "message.timestamp.type": "LogAppendTime"},
 )
-# ratelimit -> every api (broadcast): who is over, until when.
+# ratelimit -> every api (broadcast): subjects locked out, until when (R3).
 RATELIMIT_DECISIONS = TopicSpec(
     "ratelimit.decisions.v1",
     3,
-    "rate decisions for the api instances",
+    "lockouts for the api instances",
     {"retention.ms": str(HOUR_MS)},
 )
 
@@ -81,6 +83,6 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     AUTH_CHANGES,
     AUTH_AUDIT,
     AUTH_USAGE,
-    RATELIMIT_HITS,
+    RATELIMIT_LEASES,
     RATELIMIT_DECISIONS,
 )

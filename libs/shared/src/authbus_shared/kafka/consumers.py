@@ -115,7 +115,9 @@ class Reader:
             log.exception("read loop died", reader=self._name)
             raise
 
-    async def _handle_one(self, topic: str, raw: bytes | None) -> None:
+    async def _handle_one(
+        self, topic: str, raw: bytes | None, handler: Handler | None = None
+    ) -> None:
         try:
             envelope = decode(raw)
         except MessageDecodeError as exc:
@@ -123,7 +125,7 @@ class Reader:
             log.warning("undecodable message skipped", topic=topic, reason=str(exc))
             return
         try:
-            await self._handler(envelope)
+            await (handler or self._handler)(envelope)
         except MessageDecodeError as exc:
             self._metrics.consumed.labels(topic=topic, result="undecodable").inc()
             log.warning("message skipped", topic=topic, type=envelope.type, reason=str(exc))

@@ -194,15 +194,29 @@ class Responder:
         )
 
     async def reply(self, request: Envelope, payload: Contract) -> None:
+        sent = self.reply_nowait(request, payload)
+        if sent is not None:
+            await sent
+
+    def reply_nowait(self, request: Envelope, payload: Contract) -> asyncio.Future[None] | None:
+        """Send the reply without waiting for the broker (a failure is logged and counted by
+        the publisher): for a handler that must go on with the next message at once."""
         if request.reply_to is None or request.reply_to.topic != self._reply_topic:
             log.warning("reply not sent: bad reply_to", type=request.type, id=request.id)
-            return
+            return None
         envelope = wrap(
             payload,
             producer=self._instance,
             now=utcnow(),
             correlation_id=request.correlation_id,
         )
-        await self._publisher.publish(
+        sent = self._publisher.enqueue(
             request.reply_to.topic, envelope, partition=request.reply_to.partition
         )
+        sent.add_done_callback(_log_failure)
+        return sent
+
+
+def _log_failure(sent: asyncio.Future[None]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("reply not sent", error=repr(sent.exception()))

@@ -1,0 +1,176 @@
+"""A consumer-group member that keeps state per partition and rebuilds it from the log.
+
+For a service whose state is a pure function of a partition's messages and their broker
+timestamps (ratelimit's lease books, ADR 0010): Kafka is the state's log, no database needed.
+
+Algorithm:
+- The group spreads the partitions over the instances. When this instance is given a
+  partition (start, a peer's crash, a rebalance), `on_assigned(partition)` lets the service
+  make a fresh state for it, and reading starts at the first message appended at or after
+  `now - replay_horizon` (`offsets_for_times`), not at the committed offset: replaying those
+  messages rebuilds exactly the state the previous owner had. When a partition is taken
+  away, `on_revoked(partition)` drops its state.
+- Messages are handled one at a time, in partition order, each with its partition and its
+  broker timestamp (topics created with `message.timestamp.type=LogAppendTime`, so the time is
+  the broker's, monotonic per partition and the same on every replay). The handler decides
+  what is live: a request whose deadline has passed is replayed into the state, not answered.
+- Progress is committed every `commit_interval_s` and on revocation, for lag monitoring only.
+
+Readiness: caught up once every partition of the latest assignment has been read up to the end
+offset it had at assignment (the replay is over).
+
+Fail-over speed: a crashed member is noticed after `session_timeout_ms` (6 s by default, the
+broker's minimum); its partitions then move and are replayed by the survivors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from authbus_shared.contracts.envelope import Envelope, utcnow
+from authbus_shared.kafka.consumers import Reader
+from authbus_shared.kafka.group import LOST_TO_REBALANCE
+from authbus_shared.kafka.metrics import KafkaMetrics
+from authbus_shared.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+OwnedHandler = Callable[[int, Envelope, datetime], Awaitable[None]]
+
+
+class PartitionOwner(Reader):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        topic: str,
+        handler: OwnedHandler,
+        on_assigned: Callable[[int], None],
+        on_revoked: Callable[[int], None],
+        replay_horizon: timedelta,
+        metrics: KafkaMetrics,
+        client_id: str,
+        session_timeout_ms: int = 6000,
+        commit_interval_s: float = 1.0,
+    ) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=client_id,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(500, session_timeout_ms // 4),
+            request_timeout_ms=max(settings.request_timeout_ms, 40_000),
+        )
+        super().__init__(consumer, _unused, metrics, f"owner-{group_id}")
+        self._topic = topic
+        self._owned = handler
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self._horizon = replay_horizon
+        self._interval = commit_interval_s
+        self._committer: asyncio.Task[None] | None = None
+        self.partitions: frozenset[int] = frozenset()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self._topic], listener=_Listener(self))
+        self._run()
+        self._committer = asyncio.create_task(self._commit_loop(), name=f"{self._name}-commits")
+
+    async def stop(self) -> None:
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._commit()
+        await self._consumer.stop()
+
+    async def _loop(self) -> None:
+        try:
+            while True:
+                batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._one(tp, record)
+                    self.catch_up.advance(tp, records[-1].offset + 1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._metrics.errors.labels(stage="consume", error=type(exc).__name__).inc()
+            log.exception("read loop died", reader=self._name)
+            raise
+
+    async def _one(self, tp: TopicPartition, record: Any) -> None:
+        at = datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
+
+        async def handle(envelope: Envelope) -> None:
+            await self._owned(tp.partition, envelope, at)
+
+        await self._handle_one(tp.topic, record.value, handle)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        if not self._consumer.assignment():
+            return
+        try:
+            await self._consumer.commit()
+        except LOST_TO_REBALANCE as exc:  # the new owner replays by time anyway
+            log.info("commit lost to a rebalance", error=repr(exc))
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._commit()
+        for tp in revoked:
+            self._on_revoked(tp.partition)
+        self.partitions = self.partitions - {tp.partition for tp in revoked}
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        new = sorted(assigned, key=lambda tp: tp.partition)
+        since = int((utcnow() - self._horizon).timestamp() * 1000)
+        starts = await self._consumer.offsets_for_times(dict.fromkeys(new, since)) if new else {}
+        ends = await self._consumer.end_offsets(new) if new else {}
+        positions: dict[TopicPartition, int] = {}
+        for tp in new:
+            found = starts.get(tp)
+            positions[tp] = found.offset if found is not None else ends[tp]
+            self._consumer.seek(tp, positions[tp])
+            self._on_assigned(tp.partition)
+        self.partitions = self.partitions | {tp.partition for tp in new}
+        self.catch_up.expect(ends, positions)
+        log.info(
+            "partitions assigned, replaying",
+            partitions=[tp.partition for tp in new],
+            to_replay=sum(ends[tp] - positions[tp] for tp in new),
+        )
+
+
+async def _unused(envelope: Envelope) -> None:  # the owner passes its own handler per message
+    raise RuntimeError("PartitionOwner handles messages with their partition and time")
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: PartitionOwner) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._owner._assigned(assigned)

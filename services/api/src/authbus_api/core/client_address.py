@@ -1,0 +1,44 @@
+"""Which client address a request counts under when it has no valid credentials (SPEC R6).
+
+Algorithm: the TCP peer, unless it is a trusted proxy; then `X-Forwarded-For` is read from the
+right (the entries a trusted proxy appended), skipping trusted proxies, and the first address
+that is not one is the client. Entries further left were written by the client itself and are
+never believed. A malformed entry ends the walk at the last address known to be good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+
+Network = IPv4Network | IPv6Network
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """The address to count a request under ("unknown" when there is no peer)."""
+    if not peer:
+        return "unknown"
+    current = _parse(peer)
+    if current is None:
+        return peer
+    if not forwarded_for or not _is_trusted(current, trusted):
+        return str(current)
+    for entry in reversed(forwarded_for.split(",")):
+        hop = _parse(entry.strip())
+        if hop is None:
+            break
+        current = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return str(current)
+
+
+def _parse(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
+
+
+def _is_trusted(address: IPv4Address | IPv6Address, trusted: Sequence[Network]) -> bool:
+    return any(address in network for network in trusted)
