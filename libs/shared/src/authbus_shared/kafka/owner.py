@@ -43,6 +43,7 @@ from authbus_shared.settings import KafkaSettings
 log = structlog.get_logger(__name__)
 
 OwnedHandler = Callable[[int, Envelope, datetime], Awaitable[None]]
+STOP_COMMIT_S = 3.0
 
 
 class PartitionOwner(Reader):
@@ -96,7 +97,11 @@ class PartitionOwner(Reader):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._commit()
+        # The commit is for lag monitoring only (a new owner replays by time): with the broker
+        # gone, do not let it hold up the stop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_COMMIT_S):
+                await self._commit()
         await self._consumer.stop()
 
     async def _loop(self) -> None:
