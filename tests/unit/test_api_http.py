@@ -280,7 +280,12 @@ async def test_429_with_retry_after_once_a_lockout_of_the_account_is_broadcast(a
     response = await api.client.get("/v0/me", headers=bearer("good", **JSON))
 
     assert response.status_code == 429
-    assert response.json() == {"code": "429", "error": "Too many requests. Please try again later."}
+    # in the account's default language (fr), as the client asked for none (E3)
+    assert response.json() == {
+        "code": "429",
+        "error": "Trop de requêtes. Veuillez réessayer plus tard.",
+    }
+    assert response.headers["content-language"] == "fr"
     assert 41 <= int(response.headers["retry-after"]) <= 42
     assert response.headers["x-ratelimit-remaining"] == "0"
     assert api.owner.asks == []
@@ -350,3 +355,58 @@ async def test_a_mistyped_key_is_refused_without_asking_authz(api: Api) -> None:
 
     assert response.status_code == 401
     assert api.authz.asked == []
+
+
+@pytest.mark.parametrize(
+    ("accept_language", "language", "message"),
+    [
+        (None, "en", "Missing API token."),
+        ("en-US", "en", "Missing API token."),
+        ("fr_ca", "fr", "Jeton d'API manquant."),
+        ("FR", "fr", "Jeton d'API manquant."),
+        ("de-DE,de;q=0.9,en;q=0.8", "de", "API-Token fehlt."),
+        ("tlh, es;q=0.5", "es", "Falta el token de la API."),
+        ("tlh", "en", "Missing API token."),  # unsupported: the deployment's language
+    ],
+)
+async def test_errors_speak_the_negotiated_language(
+    api: Api, accept_language: str | None, language: str, message: str
+) -> None:
+    """E3: Accept-Language (case-insensitive, - or _, q-values), else the deployment's."""
+    headers = JSON | ({"Accept-Language": accept_language} if accept_language else {})
+
+    response = await api.client.get("/v0/me", headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["error"] == message
+    assert response.headers["content-language"] == language
+
+
+async def test_the_client_language_beats_the_account_default(api: Api) -> None:
+    """E3: the account's locale (fr) is only the fallback."""
+    api.quota.locked(
+        SubjectLocked(
+            subject="acct:acc-1",
+            key="global:acct:acc-1",
+            policy="global",
+            until=utcnow() + timedelta(seconds=30),
+            strikes=1,
+            at=utcnow(),
+        )
+    )
+
+    response = await api.client.get(
+        "/v0/me", headers=bearer("good", **JSON, **{"Accept-Language": "es"})
+    )
+
+    assert response.json()["error"] == "Demasiadas solicitudes. Inténtelo de nuevo más tarde."
+    assert response.headers["content-language"] == "es"
+
+
+async def test_an_html_error_page_is_translated_and_names_its_language(api: Api) -> None:
+    response = await api.client.get("/v0/me", headers={"Accept-Language": "de"})
+
+    assert response.headers["content-type"].startswith("text/html")
+    assert '<html lang="de">' in response.text
+    assert "401 Nicht autorisiert" in response.text
+    assert "API-Token fehlt." in response.text

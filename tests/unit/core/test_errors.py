@@ -187,3 +187,39 @@ def test_login_throttled_is_a_429_of_its_own_not_the_rate_limit() -> None:
     assert problem["status"] == 429
     assert problem["type"] == "urn:authbus:error:auth.throttled"
     assert problem["detail"] != CATALOG[Error.TOO_MANY_REQUESTS].message
+
+
+def test_the_structured_json_shape_carries_the_stable_id_and_the_message() -> None:
+    """E2: the deployment may choose {"error": {"errorId", "errorMessage"}} for JSON."""
+    rendered = render(Error.NOT_FOUND, "application/json", shape="structured")
+    crashed = render(Error.INTERNAL, "application/json", shape="structured", request_id="r1")
+
+    assert json.loads(rendered.body) == {
+        "error": {"errorId": "operation.notFound", "errorMessage": "API endpoint not found."}
+    }
+    assert json.loads(crashed.body)["error"]["requestId"] == "r1"
+    assert rendered.content_type == "application/json"
+
+
+def test_messages_and_titles_are_translated_in_every_representation() -> None:
+    """E3: the negotiated language reaches JSON, problem+json and the HTML page."""
+    french = {
+        "Too many requests. Please try again later.": "Trop de requêtes.",
+        "Too Many Requests": "Trop de requêtes",
+    }.get
+
+    def translate(text: str) -> str:
+        return french(text) or text
+
+    as_json = render(
+        Error.TOO_MANY_REQUESTS, "application/json", language="fr", translate=translate
+    )
+    problem = render(
+        Error.TOO_MANY_REQUESTS, "application/problem+json", language="fr", translate=translate
+    )
+    page = render(Error.TOO_MANY_REQUESTS, None, language="fr", translate=translate)
+
+    assert json.loads(as_json.body)["error"] == "Trop de requêtes."
+    assert json.loads(problem.body)["title"] == "Trop de requêtes"
+    assert '<html lang="fr">' in page.body.decode()
+    assert {as_json.language, problem.language, page.language} == {"fr"}

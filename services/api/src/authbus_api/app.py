@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -16,9 +17,11 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from authbus_api.core.client_address import Network, client_address
-from authbus_api.core.errors import Error, render
+from authbus_api.core.errors import Error, JsonShape, render
+from authbus_api.core.locale import negotiate as negotiate_locale
 from authbus_api.gate import ApiError, Gate, Principal
 from authbus_api.metrics import ApiMetrics
+from authbus_api.translations import Catalogs
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import OPS_PATHS, ASGIApp, Message, Receive, Scope, Send
 
@@ -65,20 +68,49 @@ KEYS_DEPRECATED = (
 )
 
 
-def error_response(
-    error: Error, request: Request, headers: dict[str, str] | None = None
-) -> Response:
-    request_id = uuid.uuid4().hex if error is Error.INTERNAL else None
-    rendered = render(error, request.headers.get("accept"), request_id=request_id)
-    return Response(
-        rendered.body,
-        status_code=rendered.status,
-        media_type=rendered.content_type,
-        headers=headers,
-    )
+@dataclass(frozen=True)
+class ErrorStyle:
+    """How errors speak (E2, E3): the catalogs, the deployment's language and JSON shape."""
+
+    catalogs: Catalogs = field(default_factory=Catalogs.load)
+    default_locale: str = "en"
+    shape: JsonShape = "simple"
+
+    def response(
+        self, error: Error, request: Request, headers: dict[str, str] | None = None
+    ) -> Response:
+        """The catalog's answer in the negotiated representation and language: the client's
+        Accept-Language, else the account's locale (once known), else the deployment's."""
+        request_id = uuid.uuid4().hex if error is Error.INTERNAL else None
+        language = negotiate_locale(
+            request.headers.get("accept-language"),
+            getattr(request.state, "account_locale", None),
+            self.default_locale,
+        )
+        rendered = render(
+            error,
+            request.headers.get("accept"),
+            request_id=request_id,
+            language=language,
+            translate=self.catalogs.gettext(language),
+            shape=self.shape,
+        )
+        return Response(
+            rendered.body,
+            status_code=rendered.status,
+            media_type=rendered.content_type,
+            headers={**(headers or {}), "Content-Language": rendered.language},
+        )
 
 
-def create_app(gate: Gate, keys: AuthzKeys, trusted: Sequence[Network] = ()) -> FastAPI:
+def create_app(
+    gate: Gate,
+    keys: AuthzKeys,
+    trusted: Sequence[Network] = (),
+    errors: ErrorStyle | None = None,
+) -> FastAPI:
+    style = errors or ErrorStyle()
+
     app = FastAPI(
         title="authbus",
         version="0.1.0",
@@ -104,6 +136,7 @@ def create_app(gate: Gate, keys: AuthzKeys, trusted: Sequence[Network] = ()) -> 
     async def who_am_i(request: Request, response: Response) -> Me:
         """Who the credential in `Authorization` belongs to (Bearer or Basic)."""
         who = await authenticated(request, ME)
+        request.state.account_locale = who.account.locale  # errors from here on (E3)
         response.headers.update(await gate.limit(who, ME))
         return Me(
             id=who.account.id,
@@ -126,22 +159,22 @@ def create_app(gate: Gate, keys: AuthzKeys, trusted: Sequence[Network] = ()) -> 
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(exc.error, request, exc.headers)
+        return style.response(exc.error, request, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
         error = STATUS_ERRORS.get(exc.status_code)
         if error is None:
             error = Error.BAD_REQUEST if exc.status_code < 500 else Error.INTERNAL
-        return error_response(error, request, dict(exc.headers or {}))
+        return style.response(error, request, dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> Response:
-        return error_response(Error.BAD_REQUEST, request)
+        return style.response(Error.BAD_REQUEST, request)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> Response:
-        response = error_response(Error.INTERNAL, request)
+        response = style.response(Error.INTERNAL, request)
         log.error("unhandled error", path=request.url.path, exc_info=exc)
         return response
 

@@ -18,7 +18,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from authbus_api.app import create_app, edge
+from authbus_api.app import ErrorStyle, create_app, edge
 from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
 from authbus_api.leases import KafkaLeases
@@ -26,6 +26,7 @@ from authbus_api.metrics import ApiMetrics
 from authbus_api.policies import load_policies
 from authbus_api.rate import RateLimiter
 from authbus_api.settings import ApiSettings
+from authbus_api.translations import Catalogs
 from authbus_api.usage import UsageReporter
 from authbus_api.views import Readers, Views
 from authbus_shared.authz_client import AuthzClient
@@ -107,7 +108,12 @@ async def run(settings: ApiSettings) -> int:
             deprecation=settings.deprecation_headers,
         )
         app = edge(
-            create_app(gate, views.keys, settings.rate.trusted_proxies),
+            create_app(
+                gate,
+                views.keys,
+                settings.rate.trusted_proxies,
+                ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape),
+            ),
             ops_app(registry, probes),
             metrics,
         )

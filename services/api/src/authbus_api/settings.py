@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
@@ -62,6 +63,17 @@ class ApiSettings(ServiceSettings):
         description="At start, read lockouts of this last stretch (the longest lockout).",
     )
     rate: RateSettings = Field(default_factory=RateSettings)
+    default_locale: Literal["en", "fr", "de", "es"] = Field(
+        default="en",
+        description="Language of errors when neither the client nor the account says (E3).",
+    )
+    error_shape: Literal["simple", "structured"] = Field(
+        default="simple",
+        description=(
+            'JSON errors as {"code": "401", "error": "..."} (simple) or '
+            '{"error": {"errorId": "...", "errorMessage": "..."}} (structured) (E2).'
+        ),
+    )
 
     usage_report_s: float = Field(
         default=30.0, gt=0, description="How often credential uses (last-used times) go to authz."

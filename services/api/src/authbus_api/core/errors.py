@@ -1,18 +1,22 @@
 """The error catalog (SPEC E1) and how an error is shown (E2).
 
 Every error the api answers comes from `CATALOG`: a status, a stable id (the structured JSON
-shape's `errorId`), and the message users read. `render` picks the representation from
-`Accept`: an HTML page by default; `application/json` gives the simple shape
-`{"code": "401", "error": "..."}` (code is a string, as the seed API documents);
-`application/problem+json` gives RFC 9457. The structured shape and localized messages come
-with issue #5; the ids are already stable here.
+shape's `errorId`), and the message users read (English, the source of the translations in
+`locales/`, E3). `render` picks the representation from `Accept`: an HTML page by default;
+`application/json` gives the deployment's JSON shape: the simple
+`{"code": "401", "error": "..."}` (code is a string, as the seed API documents) or the
+structured `{"error": {"errorId": "...", "errorMessage": "..."}}`;
+`application/problem+json` gives RFC 9457. Messages and titles are translated into the
+negotiated language (`core/locale.py`), which the answer names in `Content-Language`.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 import orjson
 
@@ -122,39 +126,84 @@ def _q(params: list[str]) -> float:
     return 1.0
 
 
+JsonShape = Literal["simple", "structured"]
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     status: int
     body: bytes
     content_type: str
+    language: str
 
 
-def render(error: Error, accept: str | None, *, request_id: str | None = None) -> Rendered:
+def _same(text: str) -> str:
+    return text
+
+
+def render(
+    error: Error,
+    accept: str | None,
+    *,
+    request_id: str | None = None,
+    language: str = "en",
+    translate: Callable[[str], str] = _same,
+    shape: JsonShape = "simple",
+) -> Rendered:
     entry = CATALOG[error]
     media = negotiate(accept)
+    message = translate(entry.message)
     if media == JSON:
-        simple: dict[str, str] = {"code": str(entry.status), "error": entry.message}
-        if request_id:
-            simple["requestId"] = request_id
-        return Rendered(entry.status, orjson.dumps(simple), JSON)
+        body: dict[str, object]
+        if shape == "structured":
+            detail: dict[str, str] = {"errorId": entry.error_id, "errorMessage": message}
+            if request_id:
+                detail["requestId"] = request_id
+            body = {"error": detail}
+        else:
+            body = {"code": str(entry.status), "error": message}
+            if request_id:
+                body["requestId"] = request_id
+        return Rendered(entry.status, orjson.dumps(body), JSON, language)
+    title = translate(entry.title)
     if media == PROBLEM:
         problem: dict[str, object] = {
             "type": f"urn:authbus:error:{entry.error_id}",
-            "title": entry.title,
+            "title": title,
             "status": entry.status,
-            "detail": entry.message,
+            "detail": message,
         }
         if request_id:
             problem["requestId"] = request_id
-        return Rendered(entry.status, orjson.dumps(problem), PROBLEM)
-    return Rendered(entry.status, _page(entry, request_id).encode(), HTML)
+        return Rendered(entry.status, orjson.dumps(problem), PROBLEM, language)
+    page = _page(
+        entry.status,
+        title,
+        message,
+        language=language,
+        request_id=request_id,
+        translate=translate,
+    )
+    return Rendered(entry.status, page.encode(), HTML, language)
 
 
-def _page(entry: CatalogEntry, request_id: str | None) -> str:
-    extra = f"<p>Request id: <code>{html.escape(request_id)}</code></p>" if request_id else ""
+def _page(
+    status: int,
+    title: str,
+    message: str,
+    *,
+    language: str,
+    request_id: str | None,
+    translate: Callable[[str], str],
+) -> str:
+    extra = (
+        f"<p>{html.escape(translate('Request id:'))} <code>{html.escape(request_id)}</code></p>"
+        if request_id
+        else ""
+    )
     return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{entry.status} {html.escape(entry.title)}</title></head>"
-        f"<body><h1>{entry.status} {html.escape(entry.title)}</h1>"
-        f"<p>{html.escape(entry.message)}</p>{extra}</body></html>"
+        f'<!doctype html><html lang="{html.escape(language)}"><head><meta charset="utf-8">'
+        f"<title>{status} {html.escape(title)}</title></head>"
+        f"<body><h1>{status} {html.escape(title)}</h1>"
+        f"<p>{html.escape(message)}</p>{extra}</body></html>"
     )
