@@ -556,3 +556,17 @@ def test_the_hot_path_takes_one_unit_from_each_need(n: int) -> None:
     result = admitted(q.decide(needs, sec(1)))
 
     assert [s.remaining for s in result.states] == [59] * n
+
+
+def test_after_a_release_an_ask_reports_only_what_is_still_held() -> None:
+    """R4: the owner took the released units back; `received` must not claim them again, or
+    a grant lost meanwhile (owner down) would never return to the window."""
+    q = quota()
+    need = Need(DEFAULT, ANN)
+    lease(q, need, granted=4, remaining=56)
+    admitted(q.decide([need], sec(0.1)))
+    assert [r.unused for r in q.releases(sec(2))] == [3]
+
+    ask = only_ask(q.decide([need], sec(3)))
+
+    assert (ask.window_start, ask.received, ask.spent) == (T0, 1, 1)

@@ -13,14 +13,18 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from authbus_api.core.client_address import Network, client_address
 from authbus_api.core.errors import Error, JsonShape, render
 from authbus_api.core.locale import negotiate as negotiate_locale
 from authbus_api.gate import ApiError, Gate, Principal
 from authbus_api.metrics import ApiMetrics
+from authbus_api.proxy import UpstreamFailed, Upstreams
+from authbus_api.routes import RouteTable, WrongMethod
 from authbus_api.translations import Catalogs
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import OPS_PATHS, ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +44,7 @@ STATUS_ERRORS = {
 
 
 ME = "GET /v0/me"
+GATEWAY_PATH = "/{path:path}"  # the declared routes: registered last, after the api's own
 # Answers to requests without valid credentials: these count per client address (R6).
 ANONYMOUS = frozenset({Error.MISSING_TOKEN, Error.INVALID_TOKEN, Error.TOKEN_REQUIRED})
 
@@ -93,7 +98,7 @@ class ErrorStyle:
             request_id=request_id,
             language=language,
             translate=self.catalogs.gettext(language),
-            shape=self.shape,
+            shape=getattr(request.state, "error_shape", self.shape),
         )
         return Response(
             rendered.body,
@@ -103,13 +108,17 @@ class ErrorStyle:
         )
 
 
-def create_app(
+def create_app(  # noqa: PLR0915 - the app's routes, one closure each
     gate: Gate,
     keys: AuthzKeys,
+    *,
     trusted: Sequence[Network] = (),
     errors: ErrorStyle | None = None,
+    routes: RouteTable | None = None,
+    upstreams: Upstreams | None = None,
 ) -> FastAPI:
     style = errors or ErrorStyle()
+    table = routes or RouteTable([])
 
     app = FastAPI(
         title="authbus",
@@ -157,6 +166,38 @@ def create_app(
         """The public keys that verify authbus tokens (RFC 7517)."""
         return keys.jwks()
 
+    @app.api_route("/{path:path}", methods=sorted(METHODS - {"HEAD"}), include_in_schema=False)
+    async def gateway(request: Request) -> Response:
+        """A declared route (E4): 404 / 405 / 418, then the credential, the scopes (403) and
+        the rate policies, then the upstream (G2)."""
+        found = table.match(request.url.path, request.method)
+        if found is None:
+            allow = _own_methods(app, request)
+            if allow:  # one of the api's own paths, with another method
+                raise ApiError(Error.METHOD_NOT_ALLOWED, {"Allow": ", ".join(allow)})
+            raise ApiError(Error.NOT_FOUND)
+        if isinstance(found, WrongMethod):
+            raise ApiError(Error.METHOD_NOT_ALLOWED, {"Allow": ", ".join(found.allow)})
+        route = found.route
+        request.scope["authbus.route"] = route.template  # metrics by template
+        if route.config.error_shape is not None:
+            request.state.error_shape = route.config.error_shape
+        if not route.config.released:
+            raise ApiError(Error.NOT_RELEASED)
+        route_id = route.route_id(request.method)
+        who = await authenticated(request, route_id)
+        request.state.account_locale = who.account.locale
+        if not set(route.config.scopes) <= set(who.scopes):
+            raise ApiError(Error.FORBIDDEN)
+        headers = await gate.limit(who, route_id)
+        if upstreams is None:
+            raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"})
+        try:
+            return await upstreams.forward(request, str(route.config.upstream), who, headers)
+        except UpstreamFailed as exc:
+            log.warning("upstream failed", route=route.template, error=str(exc))
+            raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"} | headers) from exc
+
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> Response:
         return style.response(exc.error, request, exc.headers)
@@ -179,6 +220,17 @@ def create_app(
         return response
 
     return app
+
+
+def _own_methods(app: FastAPI, request: Request) -> list[str]:
+    """The methods the api's own routes (not the gateway's catch-all) allow on this path."""
+    allow: list[str] = []
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.path != GATEWAY_PATH:
+            match, _ = route.matches(request.scope)
+            if match is Match.PARTIAL:
+                allow += sorted((route.methods or set()) - set(allow))
+    return allow
 
 
 def edge(app: ASGIApp, ops: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
@@ -204,7 +256,7 @@ def edge(app: ASGIApp, ops: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
         try:
             await app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = scope.get("authbus.route") or getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             metrics.requests.labels(route=route, method=method, status=str(status)).inc()
             metrics.duration.labels(route=route).observe(time.perf_counter() - started)

@@ -5,20 +5,26 @@ routes with a 60 s lockout (R1, R3), and the same for requests without valid cre
 counted per client address (R6). A lockout that comes back within 10 minutes of the last
 doubles, up to 16 minutes (R7). A TOML file (`AUTHBUS_API_RATE__POLICIES_FILE`, example in
 `config/rate-policies.toml`) replaces the set: one `[[policy]]` table per policy, the fields of
-`PolicyConfig`. Every policy whose scope and routes match a request applies (R2).
+`PolicyConfig`. Every policy whose scope and routes match a request applies (R2); a route in
+the routes file can add policies by name (`with_routes`), and a policy with
+`every_route = false` applies only where a route names it.
 """
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from authbus_api.core.quota import RatePolicy
+from authbus_api.routes import RouteTable
 from authbus_shared.contracts.ratelimit import LeasePolicy
 from authbus_shared.settings import ConfigError
+
+NOWHERE = "-"  # the route id of no route: a policy that applies only where routes name it
 
 
 class PolicyConfig(BaseModel):
@@ -34,6 +40,10 @@ class PolicyConfig(BaseModel):
     fail_mode: Literal["open", "closed"] = "open"
     routes: tuple[str, ...] = Field(
         default=(), description='route ids like "GET /v0/me"; empty: every route'
+    )
+    every_route: bool = Field(
+        default=True,
+        description="with no `routes`: false applies the policy only where a route names it",
     )
 
     @model_validator(mode="after")
@@ -53,7 +63,7 @@ class PolicyConfig(BaseModel):
                 strike_memory_s=self.strike_memory_s,
             ),
             scope=self.scope,
-            routes=frozenset(self.routes),
+            routes=frozenset(self.routes or (() if self.every_route else (NOWHERE,))),
             fail_mode=self.fail_mode,
         )
 
@@ -104,3 +114,22 @@ def load_policies(path: Path | None) -> tuple[RatePolicy, ...]:
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
         raise ConfigError(f"rate policies file {path}: {exc}") from exc
     return tuple(p.policy() for p in parsed.policy)
+
+
+def with_routes(policies: tuple[RatePolicy, ...], routes: RouteTable) -> tuple[RatePolicy, ...]:
+    """The policies, each also applying to the routes that name it (`policies = [...]` in the
+    routes file; R2). A policy that applies to every route needs nothing more."""
+    named: dict[str, set[str]] = {}
+    known = {p.lease.name for p in policies}
+    for route in routes.routes:
+        for name in route.config.policies:
+            if name not in known:
+                raise ConfigError(f"route {route.template} names unknown rate policy {name!r}")
+            ids = {route.route_id(m) for m in route.config.methods}
+            named.setdefault(name, set()).update(ids)
+    return tuple(
+        replace(p, routes=p.routes | frozenset(named[p.lease.name]))
+        if p.routes and p.lease.name in named
+        else p
+        for p in policies
+    )

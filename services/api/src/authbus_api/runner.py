@@ -23,8 +23,10 @@ from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
 from authbus_api.leases import KafkaLeases
 from authbus_api.metrics import ApiMetrics
-from authbus_api.policies import load_policies
+from authbus_api.policies import load_policies, with_routes
+from authbus_api.proxy import Upstreams
 from authbus_api.rate import RateLimiter
+from authbus_api.routes import load_routes
 from authbus_api.settings import ApiSettings
 from authbus_api.translations import Catalogs
 from authbus_api.usage import UsageReporter
@@ -52,7 +54,8 @@ async def run(settings: ApiSettings) -> int:
     t = {spec.name: resolve(spec, kafka) for spec in topics.ALL_TOPICS}
     client_id = f"{kafka.client_id_prefix}-api-{settings.instance_id}"
     views = Views.new(settings, metrics)
-    policies = load_policies(settings.rate.policies_file)
+    routes = load_routes(settings.routes_file)
+    policies = with_routes(load_policies(settings.rate.policies_file), routes)
 
     async with contextlib.AsyncExitStack() as stack:
         await ensure_topics(kafka, t.values())
@@ -97,6 +100,8 @@ async def run(settings: ApiSettings) -> int:
             commands_topic=t[topics.AUTHZ_COMMANDS.name].name,
             timeout=settings.verify_timeout,
         )
+        upstreams = Upstreams(settings.upstream_timeout_s)
+        stack.push_async_callback(upstreams.close)
         gate = Gate(
             cache=views.cache,
             digest=CredentialDigest(),
@@ -111,8 +116,10 @@ async def run(settings: ApiSettings) -> int:
             create_app(
                 gate,
                 views.keys,
-                settings.rate.trusted_proxies,
-                ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape),
+                trusted=settings.rate.trusted_proxies,
+                errors=ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape),
+                routes=routes,
+                upstreams=upstreams,
             ),
             ops_app(registry, probes),
             metrics,

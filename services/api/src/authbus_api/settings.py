@@ -63,6 +63,13 @@ class ApiSettings(ServiceSettings):
         description="At start, read lockouts of this last stretch (the longest lockout).",
     )
     rate: RateSettings = Field(default_factory=RateSettings)
+    routes_file: Path | None = Field(
+        default=None,
+        description="TOML file of the routes to front (see config/routes.toml); unset: /v0 only.",
+    )
+    upstream_timeout_s: float = Field(
+        default=30.0, gt=0, description="How long an upstream may take before a 503 (G2)."
+    )
     default_locale: Literal["en", "fr", "de", "es"] = Field(
         default="en",
         description="Language of errors when neither the client nor the account says (E3).",

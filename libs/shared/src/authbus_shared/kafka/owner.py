@@ -149,8 +149,11 @@ class PartitionOwner(Reader):
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         new = sorted(assigned, key=lambda tp: tp.partition)
         since = int((utcnow() - self._horizon).timestamp() * 1000)
-        starts = await self._consumer.offsets_for_times(dict.fromkeys(new, since)) if new else {}
+        # The ends first: a partition with nothing since the horizon starts at its end, and
+        # that end must be taken before looking, or an ask appended in between would be skipped
+        # (and the previous owner, no longer owning it, dropped it too).
         ends = await self._consumer.end_offsets(new) if new else {}
+        starts = await self._consumer.offsets_for_times(dict.fromkeys(new, since)) if new else {}
         positions: dict[TopicPartition, int] = {}
         for tp in new:
             found = starts.get(tp)

@@ -459,6 +459,7 @@ class Quota:
                     )
                 )
                 lease.owner_remaining += lease.units
+                lease.received -= lease.units  # what it holds of the window, as the owner sees
                 lease.units = 0
         return out
 

@@ -1,0 +1,255 @@
+"""The gateway (SPEC E4, G2): declared routes proxied to a real upstream over HTTP, with the
+api's checks in front (404, 405, 418, 401, 403, rate limits) and what the upstream may trust.
+
+The upstream is a real HTTP server (uvicorn, loopback); the api runs in this process with
+in-memory twins for authz and the rate owner (no Kafka needed here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from authbus_api.app import ErrorStyle, create_app, edge
+from authbus_api.core.quota import Quota
+from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
+from authbus_api.gate import Gate
+from authbus_api.metrics import ApiMetrics
+from authbus_api.policies import load_policies, with_routes
+from authbus_api.proxy import Upstreams
+from authbus_api.rate import RateLimiter
+from authbus_api.routes import load_routes
+from authbus_dev.ports import free_port
+from authbus_shared.authz_client import AuthzKeys
+from authbus_shared.ops import Probes, ops_app
+from tests.unit.test_api_http import VALID, OwnerTwin, ScriptedAuthz, Uses
+
+JSON = {"Accept": "application/json"}
+TOKEN = {"Authorization": "Bearer good"}
+
+
+async def echo(request: Request) -> Response:
+    body = await request.body()
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": dict(request.headers),
+            "body": body.decode(),
+        },
+        headers={"X-Upstream": "yes", "Connection": "close, X-Private", "X-Private": "no"},
+    )
+
+
+async def stream(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for n in range(5):
+            yield f"chunk-{n};".encode()
+            await asyncio.sleep(0.01)
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+async def slow(request: Request) -> Response:
+    await asyncio.sleep(3)
+    return Response("late")
+
+
+UPSTREAM = Starlette(
+    routes=[
+        Route("/v1/echo/{id}", echo, methods=["GET", "POST", "PUT"]),
+        Route("/v1/stream", stream),
+        Route("/v1/slow", slow),
+    ]
+)
+
+
+@contextlib.asynccontextmanager
+async def upstream_server() -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(UPSTREAM, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def routes_file(tmp_path: Path, upstream: str, dead: str) -> Path:
+    path = tmp_path / "routes.toml"
+    path.write_text(
+        f"""
+[[route]]
+path = "/v1/echo/{{id}}"
+methods = ["get", "POST"]
+upstream = "{upstream}"
+scopes = ["read"]
+
+[[route]]
+path = "/v1/stream"
+methods = ["GET"]
+upstream = "{upstream}"
+
+[[route]]
+path = "/v1/slow"
+methods = ["GET"]
+upstream = "{upstream}"
+
+[[route]]
+path = "/v1/dead"
+methods = ["GET"]
+upstream = "{dead}"
+
+[[route]]
+path = "/v1/admin/{{rest:path}}"
+methods = ["GET"]
+upstream = "{upstream}"
+scopes = ["admin"]
+error_shape = "structured"
+
+[[route]]
+path = "/v2/preview"
+methods = ["GET"]
+upstream = "{upstream}"
+released = false
+"""
+    )
+    return path
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    async with upstream_server() as upstream:
+        routes = load_routes(routes_file(tmp_path, upstream, f"http://127.0.0.1:{free_port()}"))
+        registry = CollectorRegistry()
+        metrics = ApiMetrics(registry)
+        gate = Gate(
+            cache=VerdictCache(
+                max_entries=100, ttl=timedelta(seconds=60), negative_ttl=timedelta(seconds=5)
+            ),
+            digest=CredentialDigest(),
+            authz=ScriptedAuthz({"good": VALID}),
+            limiter=RateLimiter(Quota("api-test"), OwnerTwin()),
+            policies=with_routes(load_policies(None), routes),
+            usage=Uses(),
+            metrics=metrics,
+        )
+        upstreams = Upstreams(timeout_s=1.0)
+        app = create_app(gate, AuthzKeys(), errors=ErrorStyle(), routes=routes, upstreams=upstreams)
+        transport = httpx.ASGITransport(app=edge(app, ops_app(registry, Probes()), metrics))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+                yield c
+        finally:
+            await upstreams.close()
+
+
+async def test_a_declared_route_reaches_its_upstream_with_identity_not_credentials(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get(
+        "/v1/echo/42?x=1",
+        headers=TOKEN
+        | {
+            "X-Authbus-Account-Id": "forged",
+            "Connection": "keep-alive, X-Hop",
+            "X-Hop": "private to this hop",
+            "X-Custom": "kept",
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    assert (seen["method"], seen["path"], seen["query"]) == ("GET", "/v1/echo/42", "x=1")
+    headers = seen["headers"]
+    assert headers["x-authbus-account-id"] == "acc-1"  # ours, not the forged one
+    assert headers["x-authbus-scopes"] == "read"
+    assert headers["x-authbus-auth-method"] == "token"
+    assert headers["x-custom"] == "kept"
+    assert "authorization" not in headers
+    assert "x-hop" not in headers
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    # the upstream's answer, without its hop-by-hop headers, with the rate headers added
+    assert response.headers["x-upstream"] == "yes"
+    assert "x-private" not in response.headers
+    assert response.headers["ratelimit-policy"] == '"global";q=60;w=60'
+
+
+async def test_a_request_body_goes_through(client: httpx.AsyncClient) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for part in (b"hello ", b"streamed ", b"world"):
+            yield part
+
+    response = await client.post("/v1/echo/1", headers=TOKEN, content=body())
+
+    assert response.json()["body"] == "hello streamed world"
+
+
+async def test_a_streamed_answer_arrives_whole(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/stream", headers=TOKEN)
+
+    assert response.text == "".join(f"chunk-{n};" for n in range(5))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status", "extra"),
+    [
+        ("GET", "/v1/nothing", TOKEN, 404, {}),
+        ("DELETE", "/v1/echo/1", TOKEN, 405, {"allow": "GET, POST"}),
+        ("GET", "/v2/preview", TOKEN, 418, {}),
+        ("GET", "/v1/echo/1", {}, 401, {}),
+        ("GET", "/v1/admin/users", TOKEN, 403, {}),
+    ],
+)
+async def test_the_catalog_answers_before_any_upstream(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    status: int,
+    extra: dict[str, str],
+) -> None:
+    response = await client.request(method, path, headers=headers | JSON)
+
+    assert response.status_code == status
+    assert response.headers.items() >= extra.items()
+
+
+async def test_a_route_can_have_its_own_error_shape(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/admin/users", headers=TOKEN | JSON)
+
+    assert json.loads(response.text) == {
+        "error": {
+            "errorId": "action.forbidden",
+            "errorMessage": "Vous n'avez pas accès à ce point d'accès.",
+        }
+    }  # the account's language (fr)
+
+
+@pytest.mark.parametrize("path", ["/v1/slow", "/v1/dead"])
+async def test_an_upstream_that_fails_or_times_out_is_a_503(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path, headers=TOKEN | JSON)
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
