@@ -186,10 +186,10 @@ class BroadcastReader(Reader):
             await self._consumer.seek_to_end(*tps)
         else:
             since_ms = int((utcnow() - self._start_at).timestamp() * 1000)
+            # The ends first: nothing since `since` means "start at the end as it was before
+            # looking", so a message appended meanwhile is still read.
+            ends = await self._consumer.end_offsets(tps)
             found = await self._consumer.offsets_for_times({tp: since_ms for tp in tps})
             for tp in tps:
                 hit = found.get(tp)
-                if hit is None:
-                    await self._consumer.seek_to_end(tp)
-                else:
-                    self._consumer.seek(tp, hit.offset)
+                self._consumer.seek(tp, ends[tp] if hit is None else hit.offset)
