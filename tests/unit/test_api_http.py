@@ -410,3 +410,30 @@ async def test_an_html_error_page_is_translated_and_names_its_language(api: Api)
     assert '<html lang="de">' in response.text
     assert "401 Nicht autorisiert" in response.text
     assert "API-Token fehlt." in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/v0/forward-auth", {"X-Original-Method": "POST", "X-Original-URI": "/a?b=1"}),
+        ("GET", "/v0/forward-auth", {"X-Forwarded-Method": "PUT", "X-Forwarded-Uri": "/a"}),
+        ("DELETE", "/v0/forward-auth/projects/7", {}),  # Envoy: the path after the prefix
+    ],
+)
+async def test_forward_auth_answers_200_with_the_identity_for_each_proxy_style(
+    api: Api, method: str, path: str, headers: dict[str, str]
+) -> None:
+    """G3: nginx auth_request, Traefik ForwardAuth and Envoy ext_authz (HTTP) ask alike."""
+    response = await api.client.request(method, path, headers=bearer("good", **headers))
+
+    assert response.status_code == 200
+    assert response.headers["x-authbus-account-id"] == "acc-1"
+    assert response.headers["x-authbus-scopes"] == "read"
+    assert response.headers["ratelimit-policy"] == '"global";q=60;w=60'
+
+
+async def test_forward_auth_answers_the_catalog_when_the_request_may_not_pass(api: Api) -> None:
+    missing = await api.client.get("/v0/forward-auth", headers=JSON)
+
+    assert (missing.status_code, missing.json()["code"]) == (401, "401")
+    assert "x-authbus-account-id" not in missing.headers

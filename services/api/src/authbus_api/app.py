@@ -23,7 +23,7 @@ from authbus_api.core.errors import Error, JsonShape, render
 from authbus_api.core.locale import negotiate as negotiate_locale
 from authbus_api.gate import ApiError, Gate, Principal
 from authbus_api.metrics import ApiMetrics
-from authbus_api.proxy import UpstreamFailed, Upstreams
+from authbus_api.proxy import UpstreamFailed, Upstreams, identity_headers
 from authbus_api.routes import RouteTable, WrongMethod
 from authbus_api.translations import Catalogs
 from authbus_shared.authz_client import AuthzKeys
@@ -44,6 +44,7 @@ STATUS_ERRORS = {
 
 
 ME = "GET /v0/me"
+FORWARD_AUTH = "/v0/forward-auth"
 GATEWAY_PATH = "/{path:path}"  # the declared routes: registered last, after the api's own
 # Answers to requests without valid credentials: these count per client address (R6).
 ANONYMOUS = frozenset({Error.MISSING_TOKEN, Error.INVALID_TOKEN, Error.TOKEN_REQUIRED})
@@ -166,7 +167,39 @@ def create_app(  # noqa: PLR0915 - the app's routes, one closure each
         """The public keys that verify authbus tokens (RFC 7517)."""
         return keys.jwks()
 
-    @app.api_route("/{path:path}", methods=sorted(METHODS - {"HEAD"}), include_in_schema=False)
+    @app.api_route(FORWARD_AUTH, methods=sorted(METHODS - {"HEAD"}), tags=["forward auth"])
+    @app.api_route(
+        FORWARD_AUTH + "/{path:path}", methods=sorted(METHODS - {"HEAD"}), include_in_schema=False
+    )
+    async def forward_auth(request: Request) -> Response:
+        """Forward auth (G3): may this request through? 200 with the caller's identity in
+        `X-Authbus-*` headers and the rate headers, or the catalog's answer (401, 403, 429...).
+        The original request is read as each proxy sends it: nginx `auth_request`
+        (`X-Original-Method`, `X-Original-URI`), Traefik ForwardAuth (`X-Forwarded-Method`,
+        `X-Forwarded-Uri`), Envoy ext_authz HTTP service (its method, and its path after this
+        prefix). A declared route's checks apply (405, 418, 403, its policies); any other path
+        is checked for the credential and the policies that apply everywhere."""
+        method, path = _original(request)
+        found = table.match(path, method)
+        if isinstance(found, WrongMethod):
+            raise ApiError(Error.METHOD_NOT_ALLOWED, {"Allow": ", ".join(found.allow)})
+        route_id = f"{method} {path}"
+        scopes: tuple[str, ...] = ()
+        if found is not None:
+            config = found.route.config
+            if config.error_shape is not None:
+                request.state.error_shape = config.error_shape
+            if not config.released:
+                raise ApiError(Error.NOT_RELEASED)
+            route_id, scopes = found.route.route_id(method), config.scopes
+        who = await authenticated(request, route_id)
+        request.state.account_locale = who.account.locale
+        if not set(scopes) <= set(who.scopes):
+            raise ApiError(Error.FORBIDDEN)
+        headers = await gate.limit(who, route_id)
+        return Response(status_code=200, headers=identity_headers(who) | headers)
+
+    @app.api_route(GATEWAY_PATH, methods=sorted(METHODS - {"HEAD"}), include_in_schema=False)
     async def gateway(request: Request) -> Response:
         """A declared route (E4): 404 / 405 / 418, then the credential, the scopes (403) and
         the rate policies, then the upstream (G2)."""
@@ -220,6 +253,18 @@ def create_app(  # noqa: PLR0915 - the app's routes, one closure each
         return response
 
     return app
+
+
+def _original(request: Request) -> tuple[str, str]:
+    """The method and path of the request a proxy asks about."""
+    headers = request.headers
+    method = headers.get("x-original-method") or headers.get("x-forwarded-method")
+    uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri")
+    if uri is None:  # Envoy: the original path follows the prefix
+        uri = request.url.path.removeprefix(FORWARD_AUTH) or "/"
+    path = uri.split("?", 1)[0] or "/"
+    method = (method or request.method).upper()
+    return (method if method in METHODS else "OTHER"), path
 
 
 def _own_methods(app: FastAPI, request: Request) -> list[str]:

@@ -62,18 +62,25 @@ def upstream_headers(request: Request, who: Principal) -> list[tuple[str, str]]:
     ]
     peer = request.client.host if request.client else ""
     prior = request.headers.get("x-forwarded-for")
-    account = who.account
     return [
         *kept,
-        ("X-Authbus-Account-Id", account.id),
-        ("X-Authbus-Account-Email", account.email),
-        ("X-Authbus-Scopes", " ".join(who.scopes)),
-        ("X-Authbus-Auth-Method", who.method.value),
-        ("X-Authbus-Locale", account.locale or ""),
+        *identity_headers(who).items(),
         ("X-Forwarded-For", f"{prior}, {peer}" if prior else peer),
         ("X-Forwarded-Proto", request.url.scheme),
         ("X-Forwarded-Host", request.headers.get("host", "")),
     ]
+
+
+def identity_headers(who: Principal) -> dict[str, str]:
+    """Who the caller is, for an upstream to trust (the gateway, forward auth)."""
+    account = who.account
+    return {
+        "X-Authbus-Account-Id": account.id,
+        "X-Authbus-Account-Email": account.email,
+        "X-Authbus-Scopes": " ".join(who.scopes),
+        "X-Authbus-Auth-Method": who.method.value,
+        "X-Authbus-Locale": account.locale or "",
+    }
 
 
 class Upstreams:

@@ -2,7 +2,8 @@
 
 authbus-dev up              infrastructure + services, in the foreground (Ctrl-C stops all)
 authbus-dev up --detach     same, in the background; `authbus-dev down` stops it
-authbus-dev infra install   fetch Kafka's jars and SecantusDB (skipped when present)
+authbus-dev infra install   fetch Kafka's jars, SecantusDB and (for the forward-auth test) nginx,
+                            each skipped when present
 authbus-dev infra start|stop|status
 """
 
@@ -16,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from authbus_dev import envdoc, infra
+from authbus_dev import envdoc, infra, nginx
 from authbus_dev.fleet import Fleet, Ports, Service
 from authbus_dev.paths import RUNS, VENV_BIN
 
@@ -46,6 +47,7 @@ def infra_install() -> None:
     """Fetch the Kafka broker's jars (Maven Central) and SecantusDB (PyPI), unless present."""
     started = time.monotonic()
     infra.install()
+    typer.echo(f"nginx: {nginx.ensure()}")
     typer.echo(f"infrastructure installed ({time.monotonic() - started:.1f}s)")
 
 

@@ -1,0 +1,172 @@
+"""Forward auth behind a real nginx (SPEC G3): `auth_request` asks the api's
+`/v0/forward-auth`; a valid credential reaches the app with its identity and without the
+credential, anything else is stopped at nginx. The configuration is the sample in
+docs/forward-auth/nginx.conf with this test's ports; nginx is the Debian package
+(`authbus_dev.nginx.ensure`), the api and the app run as HTTP servers in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from authbus_api.app import ErrorStyle, create_app, edge
+from authbus_api.core.quota import Quota
+from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
+from authbus_api.gate import Gate
+from authbus_api.metrics import ApiMetrics
+from authbus_api.policies import load_policies
+from authbus_api.rate import RateLimiter
+from authbus_dev import nginx
+from authbus_dev.ports import free_port
+from authbus_shared.authz_client import AuthzKeys
+from authbus_shared.ops import ASGIApp, Probes, ops_app
+from tests.integration.test_gateway import upstream_server
+from tests.unit.test_api_http import VALID, OwnerTwin, ScriptedAuthz, Uses
+
+SAMPLE = Path(__file__).parents[2] / "docs" / "forward-auth" / "nginx.conf"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[int]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
+def api_app() -> ASGIApp:
+    registry = CollectorRegistry()
+    metrics = ApiMetrics(registry)
+    gate = Gate(
+        cache=VerdictCache(
+            max_entries=100, ttl=timedelta(seconds=60), negative_ttl=timedelta(seconds=5)
+        ),
+        digest=CredentialDigest(),
+        authz=ScriptedAuthz({"good": VALID}),
+        limiter=RateLimiter(Quota("api-test"), OwnerTwin()),
+        policies=load_policies(None),
+        usage=Uses(),
+        metrics=metrics,
+    )
+    app = create_app(gate, AuthzKeys(), errors=ErrorStyle())
+    return edge(app, ops_app(registry, Probes()), metrics)
+
+
+def nginx_conf(folder: Path, listen: int, api: int, app: str) -> Path:
+    """The sample, with this test's ports, and what nginx needs to run unprivileged here."""
+    server = (
+        SAMPLE.read_text()
+        .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{api};")
+        .replace("server 127.0.0.1:9000;", f"server {app.removeprefix('http://')};")
+        .replace("listen 8080;", f"listen 127.0.0.1:{listen};")
+    )
+    assert f"127.0.0.1:{api}" in server and f"127.0.0.1:{listen}" in server
+    conf = folder / "nginx.conf"
+    temp = folder / "temp"
+    temp.mkdir()
+    conf.write_text(
+        f"""
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+{server}
+}}
+"""
+    )
+    return conf
+
+
+@contextlib.asynccontextmanager
+async def running_nginx(conf: Path, port: int) -> AsyncIterator[str]:
+    binary = str(nginx.ensure())
+    args = ["-p", str(conf.parent), "-c", str(conf)]
+    check = await asyncio.create_subprocess_exec(
+        binary, "-t", *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, errors = await check.communicate()
+    assert check.returncode == 0, errors.decode()
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        *args,
+        "-g",
+        "daemon off;",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient() as client, asyncio.timeout(10):
+            while True:
+                assert proc.returncode is None, (conf.parent / "error.log").read_text()
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(f"http://127.0.0.1:{port}/")
+                    break
+                await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.fixture
+async def front(tmp_path: Path) -> AsyncIterator[str]:
+    async with upstream_server() as app, serving(api_app()) as api:
+        listen = free_port()
+        async with running_nginx(nginx_conf(tmp_path, listen, api, app), listen) as url:
+            yield url
+
+
+async def test_a_valid_credential_reaches_the_app_with_its_identity_only(front: str) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(
+            f"{front}/v1/echo/7?q=1",
+            headers={"Authorization": "Bearer good", "X-Authbus-Account-Id": "forged"},
+        )
+
+    assert response.status_code == 200, response.text
+    seen = response.json()["headers"]
+    assert seen["x-authbus-account-id"] == "acc-1"
+    assert seen["x-authbus-scopes"] == "read"
+    assert "authorization" not in seen
+    assert response.headers["ratelimit-policy"] == '"global";q=60;w=60'
+    assert response.headers["ratelimit"].startswith('"global";r=59;')
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer bad"}])
+async def test_without_a_valid_credential_nginx_answers_401_and_the_app_sees_nothing(
+    front: str, headers: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{front}/v1/echo/7", headers=headers, content=b"secret")
+
+    assert response.status_code == 401
+    assert "secret" not in response.text
