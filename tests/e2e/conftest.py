@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,14 @@ limit = 1000
 window_s = 60
 lockout_s = 60
 """
+
+
+def wait_for(check: Callable[..., bool], timeout_s: float = 30.0) -> None:
+    """Poll `check` until it holds (the test fails after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,10 @@ arrive in batches (SPEC A3, A7, G4)."""
 from __future__ import annotations
 
 import base64
-import time
 
 import httpx
 
-from tests.e2e.conftest import System
+from tests.e2e.conftest import System, wait_for
 
 
 def basic(user: str, secret: str) -> dict[str, str]:
@@ -21,13 +20,6 @@ def statuses(system: System, headers: dict[str, str]) -> list[int]:
         httpx.get(f"{api.url}/v0/me", headers=headers, timeout=10).status_code
         for api in system.apis()
     ]
-
-
-def wait_for(check: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_a_legacy_key_works_with_deprecation_headers_until_revoked(system: System) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from authbus_dev.fleet import Instance
-from tests.e2e.conftest import System
+from tests.e2e.conftest import System, wait_for
 
 JSON = {"Accept": "application/json"}
 
@@ -27,13 +26,6 @@ def bearer(token: str, **extra: str) -> dict[str, str]:
 
 def me(api: Instance, headers: dict[str, str]) -> httpx.Response:
     return httpx.get(f"{api.url}/v0/me", headers=headers, timeout=10)
-
-
-def wait_for(check: object, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def test_a_token_made_after_start_answers_me_on_both_api_instances(system: System) -> None:

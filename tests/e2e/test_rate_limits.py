@@ -14,7 +14,7 @@ from aiokafka.partitioner import murmur2
 
 from authbus_dev.fleet import Instance
 from authbus_shared.contracts import topics
-from tests.e2e.conftest import System
+from tests.e2e.conftest import System, wait_for
 
 JSON = {"Accept": "application/json"}
 
@@ -39,13 +39,6 @@ def statuses(answers: list[httpx.Response]) -> dict[int, int]:
     for answer in answers:
         counted[answer.status_code] = counted.get(answer.status_code, 0) + 1
     return counted
-
-
-def wait_for(check: object, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def new_token(system: System) -> tuple[str, str]:

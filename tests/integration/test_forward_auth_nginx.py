@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -18,18 +17,13 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from authbus_api.app import ErrorStyle, create_app, edge
-from authbus_api.core.quota import Quota
-from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_api.gate import Gate
 from authbus_api.metrics import ApiMetrics
-from authbus_api.policies import load_policies
-from authbus_api.rate import RateLimiter
 from authbus_dev import nginx
 from authbus_dev.ports import free_port
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import ASGIApp, Probes, ops_app
+from tests.api_twins import twin_gate
 from tests.integration.test_gateway import upstream_server
-from tests.unit.test_api_http import VALID, OwnerTwin, ScriptedAuthz, Uses
 
 SAMPLE = Path(__file__).parents[2] / "docs" / "forward-auth" / "nginx.conf"
 
@@ -54,17 +48,7 @@ async def serving(app: ASGIApp) -> AsyncIterator[int]:
 def api_app() -> ASGIApp:
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
-    gate = Gate(
-        cache=VerdictCache(
-            max_entries=100, ttl=timedelta(seconds=60), negative_ttl=timedelta(seconds=5)
-        ),
-        digest=CredentialDigest(),
-        authz=ScriptedAuthz({"good": VALID}),
-        limiter=RateLimiter(Quota("api-test"), OwnerTwin()),
-        policies=load_policies(None),
-        usage=Uses(),
-        metrics=metrics,
-    )
+    gate = twin_gate(metrics)
     app = create_app(gate, AuthzKeys(), errors=ErrorStyle())
     return edge(app, ops_app(registry, Probes()), metrics)
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -23,18 +22,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from authbus_api.app import ErrorStyle, create_app, edge
-from authbus_api.core.quota import Quota
-from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_api.gate import Gate
 from authbus_api.metrics import ApiMetrics
 from authbus_api.policies import load_policies, with_routes
 from authbus_api.proxy import Upstreams
-from authbus_api.rate import RateLimiter
 from authbus_api.routes import load_routes
 from authbus_dev.ports import free_port
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import Probes, ops_app
-from tests.unit.test_api_http import VALID, OwnerTwin, ScriptedAuthz, Uses
+from tests.api_twins import twin_gate
 
 JSON = {"Accept": "application/json"}
 TOKEN = {"Authorization": "Bearer good"}
@@ -142,17 +137,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         routes = load_routes(routes_file(tmp_path, upstream, f"http://127.0.0.1:{free_port()}"))
         registry = CollectorRegistry()
         metrics = ApiMetrics(registry)
-        gate = Gate(
-            cache=VerdictCache(
-                max_entries=100, ttl=timedelta(seconds=60), negative_ttl=timedelta(seconds=5)
-            ),
-            digest=CredentialDigest(),
-            authz=ScriptedAuthz({"good": VALID}),
-            limiter=RateLimiter(Quota("api-test"), OwnerTwin()),
-            policies=with_routes(load_policies(None), routes),
-            usage=Uses(),
-            metrics=metrics,
-        )
+        gate = twin_gate(metrics, policies=with_routes(load_policies(None), routes))
         upstreams = Upstreams(timeout_s=1.0)
         app = create_app(gate, AuthzKeys(), errors=ErrorStyle(), routes=routes, upstreams=upstreams)
         transport = httpx.ASGITransport(app=edge(app, ops_app(registry, Probes()), metrics))

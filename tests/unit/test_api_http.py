@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -14,85 +14,25 @@ from prometheus_client import CollectorRegistry
 
 from authbus_api.app import create_app, edge
 from authbus_api.core.quota import Quota
-from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_api.gate import Gate, Principal
 from authbus_api.metrics import ApiMetrics
-from authbus_api.policies import load_policies
-from authbus_api.rate import RateLimiter
-from authbus_ratelimit.core.leases import LeaseBook
 from authbus_shared import apikeys
-from authbus_shared.authz_client import AuthzKeys, Verdict
+from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.contracts.authz import (
-    AccountView,
     AuthMethod,
     CredentialVerified,
     Outcome,
     RequestFailed,
-    SealedCredential,
 )
 from authbus_shared.contracts.envelope import utcnow
 from authbus_shared.contracts.ratelimit import (
-    AcquireLease,
-    LeaseGranted,
-    ReleaseLease,
     SubjectLocked,
 )
 from authbus_shared.kafka.rpc import RpcTimeout
 from authbus_shared.ops import Probes, ops_app
+from tests.api_twins import ANN, VALID, OwnerTwin, ScriptedAuthz, Uses, twin_gate
 
-ANN = AccountView(id="acc-1", email="ann@example.com", locale="fr")
-VALID = CredentialVerified(
-    outcome=Outcome.VALID,
-    account=ANN,
-    scopes=("read",),
-    method=AuthMethod.TOKEN,
-    credential_id="t1",
-)
 JSON = {"Accept": "application/json"}
 KEY = apikeys.generate()
-
-
-@dataclass
-class ScriptedAuthz:
-    """Answers by secret: a verdict, or an exception to raise."""
-
-    script: dict[str, Verdict | Exception]
-    asked: list[str] = field(default_factory=list)
-    delay_s: float = 0.0
-
-    async def verify(
-        self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
-    ) -> Verdict:
-        self.asked.append(credential.secret)
-        await asyncio.sleep(self.delay_s)
-        answer = self.script.get(credential.secret, CredentialVerified(outcome=Outcome.INVALID))
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
-@dataclass
-class OwnerTwin:
-    """ratelimit's owner in memory (the real lease book, the wall clock), as the lease port."""
-
-    book: LeaseBook = field(default_factory=LeaseBook)
-    asks: list[AcquireLease] = field(default_factory=list)
-
-    async def acquire(self, ask: AcquireLease) -> LeaseGranted:
-        self.asks.append(ask)
-        granted, _ = self.book.acquire(ask, utcnow())
-        return granted
-
-    async def release(self, release: ReleaseLease) -> None:
-        self.book.release(release, utcnow())
-
-
-@dataclass
-class Uses:
-    credentials: list[str] = field(default_factory=list)
-
-    def used(self, who: Principal, at: datetime) -> None:
-        self.credentials.append(who.credential_id or "")
 
 
 @dataclass
@@ -127,16 +67,12 @@ async def api() -> AsyncIterator[Api]:
     quota, owner, uses = Quota("api-test"), OwnerTwin(), Uses()
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
-    gate = Gate(
-        cache=VerdictCache(
-            max_entries=100, ttl=timedelta(seconds=60), negative_ttl=timedelta(seconds=5)
-        ),
-        digest=CredentialDigest(),
+    gate = twin_gate(
+        metrics,
         authz=authz,
-        limiter=RateLimiter(quota, owner),
-        policies=load_policies(None),
-        usage=uses,
-        metrics=metrics,
+        quota=quota,
+        owner=owner,
+        uses=uses,
         deprecation={
             "Deprecation": "@1704067200",
             "Link": '</v0/deprecations/api-keys>; rel="deprecation"',

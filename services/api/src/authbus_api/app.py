@@ -22,6 +22,7 @@ from authbus_api.core.client_address import Network, client_address
 from authbus_api.core.errors import Error, JsonShape, render
 from authbus_api.core.locale import negotiate as negotiate_locale
 from authbus_api.gate import ApiError, Gate, Principal
+from authbus_api.manage import Commands, Signup, management_routes
 from authbus_api.metrics import ApiMetrics
 from authbus_api.proxy import UpstreamFailed, Upstreams, identity_headers
 from authbus_api.routes import RouteTable, WrongMethod
@@ -117,6 +118,8 @@ def create_app(  # noqa: PLR0915 - the app's routes, one closure each
     errors: ErrorStyle | None = None,
     routes: RouteTable | None = None,
     upstreams: Upstreams | None = None,
+    commands: Commands | None = None,
+    signup: Signup = "open",
 ) -> FastAPI:
     style = errors or ErrorStyle()
     table = routes or RouteTable([])
@@ -167,10 +170,16 @@ def create_app(  # noqa: PLR0915 - the app's routes, one closure each
         """The public keys that verify authbus tokens (RFC 7517)."""
         return keys.jwks()
 
-    @app.api_route(FORWARD_AUTH, methods=sorted(METHODS - {"HEAD"}), tags=["forward auth"])
-    @app.api_route(
-        FORWARD_AUTH + "/{path:path}", methods=sorted(METHODS - {"HEAD"}), include_in_schema=False
-    )
+    async def anonymous(request: Request, route: str) -> dict[str, str]:
+        """Count a request without a credential per client address (R6): its rate headers,
+        or raises the 429."""
+        peer = request.client.host if request.client else None
+        address = client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+        return await gate.limit_anonymous(address, route)
+
+    if commands is not None:  # before the gateway's catch-all: routes match in order
+        app.include_router(management_routes(gate, commands, authenticated, anonymous, signup))
+
     async def forward_auth(request: Request) -> Response:
         """Forward auth (G3): may this request through? 200 with the caller's identity in
         `X-Authbus-*` headers and the rate headers, or the catalog's answer (401, 403, 429...).
@@ -198,6 +207,16 @@ def create_app(  # noqa: PLR0915 - the app's routes, one closure each
             raise ApiError(Error.FORBIDDEN)
         headers = await gate.limit(who, route_id)
         return Response(status_code=200, headers=identity_headers(who) | headers)
+
+    others = sorted(METHODS - {"HEAD", "GET"})
+    app.add_api_route(FORWARD_AUTH, forward_auth, methods=["GET"], tags=["forward auth"])
+    app.add_api_route(FORWARD_AUTH, forward_auth, methods=others, include_in_schema=False)
+    app.add_api_route(
+        FORWARD_AUTH + "/{path:path}",
+        forward_auth,
+        methods=sorted(METHODS - {"HEAD"}),
+        include_in_schema=False,
+    )
 
     @app.api_route(GATEWAY_PATH, methods=sorted(METHODS - {"HEAD"}), include_in_schema=False)
     async def gateway(request: Request) -> Response:

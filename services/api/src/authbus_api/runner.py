@@ -120,6 +120,8 @@ async def run(settings: ApiSettings) -> int:
                 errors=ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape),
                 routes=routes,
                 upstreams=upstreams,
+                commands=authz,
+                signup=settings.signup,
             ),
             ops_app(registry, probes),
             metrics,

@@ -67,6 +67,10 @@ class ApiSettings(ServiceSettings):
         default=None,
         description="TOML file of the routes to front (see config/routes.toml); unset: /v0 only.",
     )
+    signup: Literal["open", "admin"] = Field(
+        default="open",
+        description="Who may create accounts with POST /v0/accounts: anyone, or admin tokens.",
+    )
     upstream_timeout_s: float = Field(
         default=30.0, gt=0, description="How long an upstream may take before a 503 (G2)."
     )

@@ -42,6 +42,12 @@ class Error(StrEnum):
     LOGIN_THROTTLED = "login_throttled"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"
+    # the management API (G1)
+    BAD_CREDENTIALS = "bad_credentials"
+    CODE_REQUIRED = "code_required"
+    BAD_CODE = "bad_code"
+    NO_SUCH_RESOURCE = "no_such_resource"
+    SIGNUP_CLOSED = "signup_closed"
 
 
 CATALOG: dict[Error, CatalogEntry] = {
@@ -88,6 +94,24 @@ CATALOG: dict[Error, CatalogEntry] = {
         "service.unavailable",
         "Service unavailable. Please try again shortly.",
         "Service Unavailable",
+    ),
+    Error.BAD_CREDENTIALS: CatalogEntry(
+        401, "auth.credentials", "Email or password incorrect.", "Unauthorized"
+    ),
+    Error.CODE_REQUIRED: CatalogEntry(
+        401,
+        "auth.codeRequired",
+        "Two-factor authentication is on: a current code is needed.",
+        "Unauthorized",
+    ),
+    Error.BAD_CODE: CatalogEntry(
+        400, "auth.codeInvalid", "The code is wrong or was already used.", "Bad Request"
+    ),
+    Error.NO_SUCH_RESOURCE: CatalogEntry(
+        404, "resource.notFound", "No such resource.", "Not Found"
+    ),
+    Error.SIGNUP_CLOSED: CatalogEntry(
+        403, "signup.closed", "Sign-up is closed: ask an administrator.", "Forbidden"
     ),
 }
 

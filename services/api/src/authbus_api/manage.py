@@ -1,0 +1,328 @@
+"""The management API under /v0 (SPEC G1): sign-up, tokens, legacy keys, login 2FA.
+
+Every operation is a command to authz over Kafka (`AuthzClient`); secrets come back sealed to a
+one-time key of this call and are shown once, in the 201 answer, never again (lists show a
+hint). authz's refusals are values, mapped here to the error catalog (`REFUSALS`); authz not
+answering is a 503. The self-service routes act on the caller's own account (the credential's
+account id): a token or key id of another account is "no such resource".
+
+Creating a token is a login: the password (and the TOTP code when 2FA is on) travel sealed to
+authz, which throttles failures (A10); sign-up and token creation count per client address
+(R6) like every request without a credential.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+import segno
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from authbus_api.core.errors import Error
+from authbus_api.gate import ApiError, Gate, Principal
+from authbus_shared.authz_client import Refusal, Secret
+from authbus_shared.contracts.authz import RequestFailed
+from authbus_shared.contracts.commands import (
+    AccountRef,
+    CommandRejected,
+    KeyList,
+    ListKeys,
+    ListTokens,
+    NewKey,
+    NewToken,
+    RevokeKey,
+    RevokeToken,
+    SealedLogin,
+    TokenList,
+)
+from authbus_shared.contracts.envelope import Contract
+from authbus_shared.contracts.events import (
+    AccountCreated,
+    KeyRevoked,
+    TokenRevoked,
+)
+from authbus_shared.kafka.rpc import RpcTimeout
+
+T = TypeVar("T")
+Signup = Literal["open", "admin"]
+ADMIN_SCOPE = "admin"
+
+REFUSALS: dict[str, Error] = {
+    "email_taken": Error.BAD_REQUEST,
+    "unknown_account": Error.NO_SUCH_RESOURCE,
+    "unknown_token": Error.NO_SUCH_RESOURCE,
+    "unknown_key": Error.NO_SUCH_RESOURCE,
+    "invalid_input": Error.BAD_REQUEST,
+    "invalid_credentials": Error.BAD_CREDENTIALS,
+    "totp_required": Error.CODE_REQUIRED,
+    "invalid_code": Error.BAD_CODE,
+    "totp_not_pending": Error.BAD_REQUEST,
+    "keys_disabled": Error.FORBIDDEN,
+    "throttled": Error.LOGIN_THROTTLED,
+}
+
+
+class Commands(Protocol):
+    """authz's command side (AuthzClient; a twin in unit tests)."""
+
+    async def ask(self, command: Contract, key: str) -> Contract: ...
+    async def create_account(self, email: str, password: str, locale: str | None) -> Contract: ...
+    async def create_token(
+        self,
+        login: SealedLogin,
+        *,
+        name: str,
+        scopes: tuple[str, ...] = (),
+        expires_in_s: int | None = None,
+        client: str | None = None,
+    ) -> Secret | Refusal: ...
+    async def create_key(
+        self,
+        account: AccountRef,
+        *,
+        name: str,
+        scopes: tuple[str, ...] = (),
+        expires_in_s: int | None = None,
+    ) -> Secret | Refusal: ...
+    async def enroll_totp(self, account: AccountRef) -> Secret | Refusal: ...
+    async def confirm_totp(self, account: AccountRef, code: str) -> Contract: ...
+    async def disable_totp(self, account: AccountRef, code: str) -> Contract: ...
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Scopes = list[str]
+
+
+class SignUp(_In):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+    locale: str | None = Field(default=None, max_length=35)
+
+
+class Account(BaseModel):
+    id: str
+    email: str
+    locale: str | None
+
+
+class NewTokenIn(_In):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+    code: str | None = Field(default=None, max_length=10, description="TOTP, when 2FA is on")
+    name: str = Field(min_length=1, max_length=100)
+    scopes: Scopes = Field(default_factory=list, max_length=32)
+    expires_in_s: int | None = Field(default=None, ge=60, le=10 * 365 * 86400)
+
+
+class NewKeyIn(_In):
+    name: str = Field(min_length=1, max_length=100)
+    scopes: Scopes = Field(default_factory=list, max_length=32)
+    expires_in_s: int | None = Field(default=None, ge=60, le=10 * 365 * 86400)
+
+
+class Created(BaseModel):
+    """A new token or key: `secret` is shown this once."""
+
+    id: str
+    name: str
+    scopes: Scopes
+    expires_at: datetime | None
+    secret: str
+    two_factor: bool = False
+
+
+class CodeIn(_In):
+    code: str = Field(min_length=6, max_length=10)
+
+
+class Enrolment(BaseModel):
+    otpauth_uri: str
+    qr_svg: str = Field(description="the otpauth URI as a QR code (SVG), for an authenticator app")
+
+
+def refused(reply: object) -> ApiError:
+    """The catalog's answer to a refusal (or to anything unexpected: 503)."""
+    if isinstance(reply, CommandRejected):
+        headers = {"Retry-After": str(reply.retry_after_s)} if reply.retry_after_s else {}
+        return ApiError(REFUSALS.get(reply.reason, Error.BAD_REQUEST), headers)
+    return ApiError(Error.UNAVAILABLE, {"Retry-After": "1"})
+
+
+async def _call(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except RpcTimeout as exc:
+        raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"}) from exc
+
+
+def _secret(result: Secret | Refusal) -> Secret:
+    if isinstance(result, CommandRejected | RequestFailed):
+        raise refused(result)
+    return result
+
+
+def qr_svg(uri: str) -> str:
+    buffer = io.BytesIO()
+    segno.make(uri, error="m").save(buffer, kind="svg", scale=4, xmldecl=False)
+    return buffer.getvalue().decode()
+
+
+Authenticated = Callable[[Request, str], Awaitable[Principal]]
+Anonymous = Callable[[Request, str], Awaitable[dict[str, str]]]
+
+
+def management_routes(  # noqa: PLR0915 - one closure per route
+    gate: Gate,
+    commands: Commands,
+    authenticated: Authenticated,
+    anonymous: Anonymous,
+    signup: Signup,
+) -> APIRouter:
+    router = APIRouter(prefix="/v0")
+    errors: dict[int | str, dict[str, Any]] = {s: {} for s in (400, 401, 403, 429, 503)}
+
+    async def caller(request: Request, response: Response, route: str) -> Principal:
+        who = await authenticated(request, route)
+        request.state.account_locale = who.account.locale
+        response.headers.update(await gate.limit(who, route))
+        return who
+
+    def own(who: Principal) -> AccountRef:
+        return AccountRef(account_id=who.account.id)
+
+    @router.post("/accounts", status_code=201, tags=["account"], responses=errors)
+    async def sign_up(body: SignUp, request: Request, response: Response) -> Account:
+        """Create an account (open, or for a token with the `admin` scope, per deployment)."""
+        if signup == "admin":
+            who = await caller(request, response, "POST /v0/accounts")
+            if ADMIN_SCOPE not in who.scopes:
+                raise ApiError(Error.SIGNUP_CLOSED)
+        else:
+            response.headers.update(await anonymous(request, "POST /v0/accounts"))
+        reply = await _call(commands.create_account(body.email, body.password, body.locale))
+        if not isinstance(reply, AccountCreated):
+            raise refused(reply)
+        account = reply.account
+        return Account(id=account.id, email=account.email, locale=account.locale)
+
+    @router.post("/tokens", status_code=201, tags=["tokens"], responses=errors)
+    async def create_token(body: NewTokenIn, request: Request, response: Response) -> Created:
+        """Log in for a new API token: email and password, and the TOTP code when 2FA is on
+        (the token then says `two_factor`). The token is shown this once."""
+        response.headers.update(await anonymous(request, "POST /v0/tokens"))
+        login = SealedLogin(email=body.email, password=body.password, totp_code=body.code)
+        secret = _secret(
+            await _call(
+                commands.create_token(
+                    login,
+                    name=body.name,
+                    scopes=tuple(body.scopes),
+                    expires_in_s=body.expires_in_s,
+                    client=request.client.host if request.client else None,
+                )
+            )
+        )
+        if not isinstance(secret.reply, NewToken):
+            raise refused(secret.reply)
+        issued = secret.reply.token
+        return Created(
+            id=issued.token_id,
+            name=issued.name,
+            scopes=list(issued.scopes),
+            expires_at=issued.expires_at,
+            secret=secret.value,
+            two_factor="mfa" in issued.amr,
+        )
+
+    @router.get("/tokens", tags=["tokens"], responses=errors)
+    async def list_tokens(request: Request, response: Response) -> dict[str, Any]:
+        """Your tokens (never the secret: `hint` is its last characters)."""
+        who = await caller(request, response, "GET /v0/tokens")
+        reply = await _call(commands.ask(ListTokens(account=own(who)), who.account.id))
+        if not isinstance(reply, TokenList):
+            raise refused(reply)
+        return {"tokens": [t.model_dump(mode="json") for t in reply.tokens]}
+
+    @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"], responses=errors)
+    async def revoke_token(token_id: str, request: Request, response: Response) -> None:
+        """Revoke one of your tokens: refused everywhere from now on."""
+        who = await caller(request, response, "DELETE /v0/tokens/{token_id}")
+        command = RevokeToken(token_id=token_id[:64], account_id=who.account.id)
+        reply = await _call(commands.ask(command, who.account.id))
+        if not isinstance(reply, TokenRevoked):
+            raise refused(reply)
+
+    @router.post("/keys", status_code=201, tags=["keys"], responses=errors)
+    async def create_key(body: NewKeyIn, request: Request, response: Response) -> Created:
+        """A legacy API key (deprecated: prefer tokens). Shown this once."""
+        who = await caller(request, response, "POST /v0/keys")
+        secret = _secret(
+            await _call(
+                commands.create_key(
+                    own(who),
+                    name=body.name,
+                    scopes=tuple(body.scopes),
+                    expires_in_s=body.expires_in_s,
+                )
+            )
+        )
+        if not isinstance(secret.reply, NewKey):
+            raise refused(secret.reply)
+        issued = secret.reply.key
+        response.headers.update(gate.deprecation)
+        return Created(
+            id=issued.key_id,
+            name=issued.name,
+            scopes=list(issued.scopes),
+            expires_at=issued.expires_at,
+            secret=secret.value,
+        )
+
+    @router.get("/keys", tags=["keys"], responses=errors)
+    async def list_keys(request: Request, response: Response) -> dict[str, Any]:
+        who = await caller(request, response, "GET /v0/keys")
+        reply = await _call(commands.ask(ListKeys(account=own(who)), who.account.id))
+        if not isinstance(reply, KeyList):
+            raise refused(reply)
+        return {"keys": [k.model_dump(mode="json") for k in reply.keys]}
+
+    @router.delete("/keys/{key_id}", status_code=204, tags=["keys"], responses=errors)
+    async def revoke_key(key_id: str, request: Request, response: Response) -> None:
+        who = await caller(request, response, "DELETE /v0/keys/{key_id}")
+        command = RevokeKey(key_id=key_id[:64], account_id=who.account.id)
+        reply = await _call(commands.ask(command, who.account.id))
+        if not isinstance(reply, KeyRevoked):
+            raise refused(reply)
+
+    @router.post("/2fa", status_code=201, tags=["2fa"], responses=errors)
+    async def enrol(request: Request, response: Response) -> Enrolment:
+        """Start login 2FA: scan the QR code (or enter the URI) in an authenticator app, then
+        confirm with a code. Until confirmed, nothing changes."""
+        who = await caller(request, response, "POST /v0/2fa")
+        secret = _secret(await _call(commands.enroll_totp(own(who))))
+        return Enrolment(otpauth_uri=secret.value, qr_svg=qr_svg(secret.value))
+
+    @router.post("/2fa/confirm", status_code=204, tags=["2fa"], responses=errors)
+    async def confirm(body: CodeIn, request: Request, response: Response) -> None:
+        """Turn login 2FA on with a current code: passwords alone stop working."""
+        who = await caller(request, response, "POST /v0/2fa/confirm")
+        reply = await _call(commands.confirm_totp(own(who), body.code))
+        if isinstance(reply, CommandRejected | RequestFailed):
+            raise refused(reply)
+
+    @router.post("/2fa/disable", status_code=204, tags=["2fa"], responses=errors)
+    async def disable(body: CodeIn, request: Request, response: Response) -> None:
+        """Turn login 2FA off, with a current code."""
+        who = await caller(request, response, "POST /v0/2fa/disable")
+        reply = await _call(commands.disable_totp(own(who), body.code))
+        if isinstance(reply, CommandRejected | RequestFailed):
+            raise refused(reply)
+
+    return router

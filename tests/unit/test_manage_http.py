@@ -1,0 +1,282 @@
+"""The management API over HTTP (SPEC G1) with a twin of authz's command side: what each
+route sends, what it answers, and how authz's refusals map to the catalog."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from authbus_api.app import create_app, edge
+from authbus_api.manage import Signup
+from authbus_api.metrics import ApiMetrics
+from authbus_shared.authz_client import AuthzKeys, Refusal, Secret
+from authbus_shared.contracts.authz import AccountView, RequestFailed
+from authbus_shared.contracts.commands import (
+    AccountRef,
+    CommandRejected,
+    KeyList,
+    ListKeys,
+    ListTokens,
+    NewKey,
+    NewToken,
+    RevokeToken,
+    SealedLogin,
+    TokenInfo,
+    TokenList,
+    TotpEnrollment,
+)
+from authbus_shared.contracts.envelope import Contract, utcnow
+from authbus_shared.contracts.events import AccountCreated, KeyIssued, TokenIssued, TokenRevoked
+from authbus_shared.kafka.rpc import RpcTimeout
+from authbus_shared.ops import Probes, ops_app
+from tests.api_twins import twin_gate
+
+TOKEN = {"Authorization": "Bearer good", "Accept": "application/json"}
+JSON = {"Accept": "application/json"}
+URI = "otpauth://totp/authbus:ann%40example.com?secret=JBSWY3DPEHPK3PXP&issuer=authbus"
+
+
+@dataclass
+class CommandsTwin:
+    """authz's command side, scripted: records what it was asked, answers `next` or a default."""
+
+    asked: list[object] = field(default_factory=list)
+    next: Contract | Exception | None = None
+
+    def _answer(self, default: Contract) -> Contract:
+        answer, self.next = self.next, None
+        if isinstance(answer, Exception):
+            raise answer
+        return answer or default
+
+    async def ask(self, command: Contract, key: str) -> Contract:
+        self.asked.append(command)
+        if isinstance(command, ListTokens):
+            return self._answer(TokenList(tokens=(TOKEN_INFO,)))
+        if isinstance(command, ListKeys):
+            return self._answer(KeyList(keys=()))
+        if isinstance(command, RevokeToken):
+            return self._answer(
+                TokenRevoked(token_id=command.token_id, account_id="acc-1", revoked_at=utcnow())
+            )
+        return self._answer(RequestFailed(reason="internal"))
+
+    async def create_account(self, email: str, password: str, locale: str | None) -> Contract:
+        self.asked.append(("create_account", email, password, locale))
+        return self._answer(
+            AccountCreated(account=AccountView(id="acc-9", email=email, locale=locale))
+        )
+
+    async def create_token(
+        self,
+        login: SealedLogin,
+        *,
+        name: str,
+        scopes: tuple[str, ...] = (),
+        expires_in_s: int | None = None,
+        client: str | None = None,
+    ) -> Secret | Refusal:
+        self.asked.append(login)
+        issued = TokenIssued(
+            token_id="t9", account_id="acc-1", name=name, scopes=scopes, amr=("pwd", "otp", "mfa")
+        )
+        reply = self._answer(NewToken(token=issued, sealed_token="x"))
+        if isinstance(reply, CommandRejected | RequestFailed):
+            return reply
+        assert isinstance(reply, NewToken)
+        return Secret(reply, "the-token")
+
+    async def create_key(
+        self,
+        account: AccountRef,
+        *,
+        name: str,
+        scopes: tuple[str, ...] = (),
+        expires_in_s: int | None = None,
+    ) -> Secret | Refusal:
+        self.asked.append(account)
+        issued = KeyIssued(key_id="k9", account_id="acc-1", name=name, prefix="abk_12", scopes=())
+        return Secret(NewKey(key=issued, sealed_key="x"), "abk_the-key")
+
+    async def enroll_totp(self, account: AccountRef) -> Secret | Refusal:
+        self.asked.append(account)
+        return Secret(TotpEnrollment(account_id="acc-1", sealed_uri="x"), URI)
+
+    async def confirm_totp(self, account: AccountRef, code: str) -> Contract:
+        self.asked.append((account, code))
+        return self._answer(AccountCreated(account=AccountView(id="acc-1", email="a@b.c")))
+
+    async def disable_totp(self, account: AccountRef, code: str) -> Contract:
+        return await self.confirm_totp(account, code)
+
+
+TOKEN_INFO = TokenInfo(
+    token_id="t1",
+    name="ci",
+    scopes=("read",),
+    created_at=utcnow(),
+    expires_at=None,
+    last_used_at=None,
+    revoked_at=None,
+    amr=("pwd",),
+    hint="…abcd",
+)
+
+
+def build(commands: CommandsTwin, signup: Signup = "open") -> httpx.AsyncClient:
+    registry = CollectorRegistry()
+    metrics = ApiMetrics(registry)
+    gate = twin_gate(metrics, deprecation={"Deprecation": "@1704067200"})
+    app = create_app(gate, AuthzKeys(), commands=commands, signup=signup)
+    transport = httpx.ASGITransport(app=edge(app, ops_app(registry, Probes()), metrics))
+    return httpx.AsyncClient(transport=transport, base_url="http://api")
+
+
+@pytest.fixture
+def commands() -> CommandsTwin:
+    return CommandsTwin()
+
+
+@pytest.fixture
+async def client(commands: CommandsTwin) -> AsyncIterator[httpx.AsyncClient]:
+    async with build(commands) as c:
+        yield c
+
+
+async def test_sign_up_creates_an_account(
+    client: httpx.AsyncClient, commands: CommandsTwin
+) -> None:
+    body = {"email": "bo@example.com", "password": "long enough", "locale": "de"}
+    response = await client.post("/v0/accounts", json=body, headers=JSON)
+
+    assert response.status_code == 201
+    assert response.json() == {"id": "acc-9", "email": "bo@example.com", "locale": "de"}
+    assert commands.asked == [("create_account", "bo@example.com", "long enough", "de")]
+    assert response.headers["ratelimit-policy"] == '"anonymous";q=60;w=60'  # R6
+
+
+async def test_admin_only_sign_up_needs_an_admin_token(commands: CommandsTwin) -> None:
+    async with build(commands, signup="admin") as client:
+        body = {"email": "bo@example.com", "password": "pw"}
+        without = await client.post("/v0/accounts", json=body, headers=JSON)
+        not_admin = await client.post("/v0/accounts", json=body, headers=TOKEN)
+
+    assert without.status_code == 401
+    assert (not_admin.status_code, not_admin.json()["code"]) == (403, "403")
+    assert commands.asked == []
+
+
+async def test_a_token_is_created_by_logging_in_and_shown_once(
+    client: httpx.AsyncClient, commands: CommandsTwin
+) -> None:
+    body = {"email": "ann@example.com", "password": "pw", "code": "123456", "name": "ci"}
+    response = await client.post("/v0/tokens", json=body, headers=JSON)
+
+    assert response.status_code == 201
+    created = response.json()
+    assert (created["secret"], created["id"], created["two_factor"]) == ("the-token", "t9", True)
+    assert commands.asked == [
+        SealedLogin(email="ann@example.com", password="pw", totp_code="123456")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status", "extra"),
+    [
+        (CommandRejected(reason="invalid_credentials"), 401, {}),
+        (CommandRejected(reason="totp_required"), 401, {}),
+        (CommandRejected(reason="throttled", retry_after_s=17), 429, {"retry-after": "17"}),
+        (RequestFailed(reason="unavailable"), 503, {"retry-after": "1"}),
+        (RpcTimeout("no reply"), 503, {"retry-after": "1"}),
+    ],
+)
+async def test_refusals_map_to_the_catalog(
+    client: httpx.AsyncClient,
+    commands: CommandsTwin,
+    refusal: Contract | Exception,
+    status: int,
+    extra: dict[str, str],
+) -> None:
+    commands.next = refusal
+    body = {"email": "ann@example.com", "password": "pw", "name": "ci"}
+
+    response = await client.post("/v0/tokens", json=body, headers=JSON)
+
+    assert response.status_code == status
+    assert response.json()["code"] == str(status)
+    assert response.headers.items() >= extra.items()
+
+
+async def test_tokens_are_listed_and_revoked_for_the_callers_own_account(
+    client: httpx.AsyncClient, commands: CommandsTwin
+) -> None:
+    listed = await client.get("/v0/tokens", headers=TOKEN)
+    revoked = await client.delete("/v0/tokens/t1", headers=TOKEN)
+    commands.next = CommandRejected(reason="unknown_token")
+    unknown = await client.delete("/v0/tokens/elsewhere", headers=TOKEN)
+
+    assert listed.status_code == 200
+    assert [t["token_id"] for t in listed.json()["tokens"]] == ["t1"]
+    assert "the-token" not in listed.text
+    assert revoked.status_code == 204
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "404")
+    assert commands.asked[0] == ListTokens(account=AccountRef(account_id="acc-1"))
+    assert commands.asked[1] == RevokeToken(token_id="t1", account_id="acc-1")
+
+
+async def test_a_key_is_created_with_the_deprecation_header(
+    client: httpx.AsyncClient, commands: CommandsTwin
+) -> None:
+    response = await client.post("/v0/keys", json={"name": "legacy"}, headers=TOKEN)
+
+    assert response.status_code == 201
+    assert response.json()["secret"] == "abk_the-key"
+    assert response.headers["deprecation"] == "@1704067200"
+    assert commands.asked == [AccountRef(account_id="acc-1")]
+
+
+async def test_2fa_enrolment_gives_the_uri_and_a_qr_code(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v0/2fa", headers=TOKEN)
+
+    assert response.status_code == 201
+    enrolment = response.json()
+    assert enrolment["otpauth_uri"] == URI
+    assert enrolment["qr_svg"].startswith("<svg") and "</svg>" in enrolment["qr_svg"]
+
+
+async def test_2fa_confirmation_and_a_wrong_code(
+    client: httpx.AsyncClient, commands: CommandsTwin
+) -> None:
+    confirmed = await client.post("/v0/2fa/confirm", json={"code": "123456"}, headers=TOKEN)
+    commands.next = CommandRejected(reason="invalid_code")
+    wrong = await client.post("/v0/2fa/disable", json={"code": "000000"}, headers=TOKEN)
+
+    assert confirmed.status_code == 204
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "400")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v0/tokens", {"email": "a@b.c"}),  # no password, no name
+        ("/v0/tokens", {"email": "a@b.c", "password": "p", "name": "n", "extra": 1}),
+        ("/v0/accounts", ["not", "an", "object"]),
+        ("/v0/2fa/confirm", {"code": "1"}),
+    ],
+)
+async def test_malformed_bodies_are_a_400_never_a_500(
+    client: httpx.AsyncClient, path: str, body: object
+) -> None:
+    response = await client.post(path, json=body, headers=TOKEN)
+
+    assert (response.status_code, response.json()["code"]) == (400, "400")
+
+
+async def test_the_openapi_document_lists_the_management_api(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/v0/openapi.json")).json()["paths"]
+
+    assert {"/v0/accounts", "/v0/tokens", "/v0/keys", "/v0/2fa", "/v0/me"} <= set(paths)
