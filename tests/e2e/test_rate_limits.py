@@ -3,10 +3,10 @@ quota leases over the real broker (SPEC R1, R3, R4, R5, R6, R8; ADR 0010)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -26,12 +26,18 @@ def bearer(token: str) -> dict[str, str]:
 def fire(apis: list[Instance], headers: dict[str, str], n: int) -> list[httpx.Response]:
     """`n` requests to /v0/me, spread round-robin over `apis`, 16 at a time: a client firing
     at every instance at once."""
-    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(16) as pool:
-        calls = [
-            pool.submit(client.get, f"{apis[i % len(apis)].url}/v0/me", headers=headers)
-            for i in range(n)
-        ]
-        return [c.result() for c in calls]
+
+    async def run() -> list[httpx.Response]:
+        slots = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(timeout=10) as client:
+
+            async def one(i: int) -> httpx.Response:
+                async with slots:
+                    return await client.get(f"{apis[i % len(apis)].url}/v0/me", headers=headers)
+
+            return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+    return asyncio.run(run())
 
 
 def statuses(answers: list[httpx.Response]) -> dict[int, int]:
