@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from authbus_api.app import create_app, edge
+from authbus_api.app import create_app, edge, fast_forward_auth
 from authbus_api.core.quota import Quota
 from authbus_api.metrics import ApiMetrics
 from authbus_shared import apikeys
@@ -78,7 +78,9 @@ async def api() -> AsyncIterator[Api]:
             "Link": '</v0/deprecations/api-keys>; rel="deprecation"',
         },
     )
-    app = edge(create_app(gate, AuthzKeys()), ops_app(registry, Probes()), metrics)
+    app = edge(
+        fast_forward_auth(create_app(gate, AuthzKeys()), gate), ops_app(registry, Probes()), metrics
+    )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield Api(client, authz, quota, owner, uses)

@@ -297,6 +297,65 @@ def _own_methods(app: FastAPI, request: Request) -> list[str]:
     return allow
 
 
+def fast_forward_auth(app: ASGIApp, gate: Gate, routes: RouteTable | None = None) -> ASGIApp:
+    """Forward auth's hot path at the ASGI level, in front of the framework (SPEC G3, issue #5
+    item 9): a `GET /v0/forward-auth` whose credential is in the verdict cache, for a path no
+    declared route restricts, is answered here: the cache lookup, the rate check on local
+    leases, 200 with the identity and rate headers. Everything else (a miss, a denial, a
+    declared route, a 429) goes on to `app`, which gives the same answer the slow way."""
+    table = routes or RouteTable([])
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != FORWARD_AUTH or scope["method"] != "GET":
+            await app(scope, receive, send)
+            return
+        headers = _raw_headers(scope)
+        method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
+        uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri") or "/"
+        path = uri.split("?", 1)[0] or "/"
+        method = method.upper()
+        who = gate.cached(headers.get("authorization")) if method in METHODS else None
+        route_id = _fast_route(table, path, method, who)
+        if who is None or route_id is None:
+            await app(scope, receive, send)
+            return
+        limited = await gate.try_limit(who, route_id)
+        if limited is None:  # refused or unavailable: the framework renders the answer
+            await app(scope, receive, send)
+            return
+        scope["authbus.route"] = FORWARD_AUTH
+        answer = identity_headers(who) | limited
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"0")]
+                + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    return asgi
+
+
+def _fast_route(table: RouteTable, path: str, method: str, who: Principal | None) -> str | None:
+    """The route id for the hot path, or None when the slow path must answer (405, 418, 403)."""
+    found = table.match(path, method)
+    if found is None:
+        return f"{method} {path}"
+    if isinstance(found, WrongMethod):
+        return None
+    config = found.route.config
+    if not config.released or who is None:
+        return None
+    return found.route.route_id(method) if set(config.scopes) <= set(who.scopes) else None
+
+
+def _raw_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers, lower-case names (the last of repeated ones)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
 def edge(app: ASGIApp, ops: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
     """The process's ASGI entry: probes and metrics bypass the framework; every other request
     is timed and counted by route template (never by raw path)."""

@@ -124,6 +124,31 @@ class Gate:
             raise ApiError(Error.LOGIN_THROTTLED, {"Retry-After": str(verdict.retry_after_s or 1)})
         raise unauthorized(Error.INVALID_TOKEN)
 
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The hot path's authentication: who a credential seen recently belongs to, straight
+        from the verdict cache; None for anything else (no credential, a miss, a denial),
+        which then takes `authenticate`."""
+        credential = parse_authorization(authorization)
+        if isinstance(credential, Unreadable):
+            return None
+        verdict = self.cache.get(self.digest(credential), utcnow())
+        if verdict is None or verdict.outcome is not Outcome.VALID:
+            return None
+        if verdict.account is None or verdict.method is None:
+            return None
+        self.metrics.cache.labels(result="hit").inc()
+        self.metrics.verdicts.labels(outcome=verdict.outcome.value).inc()
+        who = Principal(
+            verdict.account,
+            verdict.method,
+            verdict.scopes,
+            verdict.credential_id,
+            mfa=verdict.mfa,
+            deprecated=verdict.deprecated,
+        )
+        self.usage.used(who, utcnow())
+        return who
+
     async def _ask(self, digest: bytes, credential: SealedCredential) -> CredentialVerified:
         running = self._inflight.get(digest)
         if running is not None:
@@ -162,20 +187,40 @@ class Gate:
         """The same for a request without valid credentials, per client address (R6)."""
         return await self._limit("address", f"addr:{address}", route, {})
 
+    async def try_limit(self, who: Principal, route: str) -> dict[str, str] | None:
+        """`limit` for the hot path: the headers when admitted, None otherwise (nothing is
+        counted for a refusal then: the caller takes the slow path, which does)."""
+        needs = self._needs("account", f"acct:{who.account.id}", route)
+        extra = self.deprecation if who.deprecated else {}
+        if not needs:
+            return extra
+        decision = await self.limiter.admit(needs)
+        if not isinstance(decision, Admit):
+            return None
+        return self._admitted(needs, decision, extra)
+
+    def _needs(self, scope: Scope, subject: str, route: str) -> list[Need]:
+        return [Need(p, subject) for p in self.policies if p.applies(route, scope)]
+
+    def _admitted(
+        self, needs: list[Need], decision: Admit, extra: dict[str, str]
+    ) -> dict[str, str]:
+        for policy in decision.fallback:
+            mode = next(n.policy.fail_mode for n in needs if n.policy.lease.name == policy)
+            self.metrics.rate_fallback.labels(policy=policy, mode=mode).inc()
+        self._count(needs, "allowed")
+        return rate_headers(decision.states, utcnow()) | extra
+
     async def _limit(
         self, scope: Scope, subject: str, route: str, extra: dict[str, str]
     ) -> dict[str, str]:
-        needs = [Need(p, subject) for p in self.policies if p.applies(route, scope)]
+        needs = self._needs(scope, subject, route)
         if not needs:
             return extra
         decision = await self.limiter.admit(needs)
         now = utcnow()
         if isinstance(decision, Admit):
-            for policy in decision.fallback:
-                mode = next(n.policy.fail_mode for n in needs if n.policy.lease.name == policy)
-                self.metrics.rate_fallback.labels(policy=policy, mode=mode).inc()
-            self._count(needs, "allowed")
-            return rate_headers(decision.states, now) | extra
+            return self._admitted(needs, decision, extra)
         if isinstance(decision, Refuse):
             self._count(needs, "locked" if decision.locked else "limited")
             headers = rate_headers(decision.states, now)

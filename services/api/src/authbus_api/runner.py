@@ -18,7 +18,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from authbus_api.app import ErrorStyle, create_app, edge
+from authbus_api.app import ErrorStyle, create_app, edge, fast_forward_auth
 from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
 from authbus_api.leases import KafkaLeases
@@ -113,15 +113,21 @@ async def run(settings: ApiSettings) -> int:
             deprecation=settings.deprecation_headers,
         )
         app = edge(
-            create_app(
+            fast_forward_auth(
+                create_app(
+                    gate,
+                    views.keys,
+                    trusted=settings.rate.trusted_proxies,
+                    errors=ErrorStyle(
+                        Catalogs.load(), settings.default_locale, settings.error_shape
+                    ),
+                    routes=routes,
+                    upstreams=upstreams,
+                    commands=authz,
+                    signup=settings.signup,
+                ),
                 gate,
-                views.keys,
-                trusted=settings.rate.trusted_proxies,
-                errors=ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape),
-                routes=routes,
-                upstreams=upstreams,
-                commands=authz,
-                signup=settings.signup,
+                routes,
             ),
             ops_app(registry, probes),
             metrics,
