@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,12 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from authbus_dev.fleet import Fleet, Instance, Ports, Service
 from authbus_dev.infra import InfraConfig
 from authbus_dev.paths import VENV_BIN
-from authbus_dev.ports import free_port_run
+from authbus_dev.ports import free_port, free_port_run
+from tests.integration.test_gateway import UPSTREAM
 
 PASSWORD = "correct horse battery staple"
 COUNTS: dict[Service, int] = {"api": 4, "authz": 2, "ratelimit": 2}
@@ -106,8 +109,51 @@ class System:
         return total
 
 
+ROUTES = """
+[[route]]
+path = "/v1/echo/{{id}}"
+methods = ["GET", "POST"]
+upstream = "{upstream}"
+scopes = ["read"]
+
+[[route]]
+path = "/v1/admin/{{rest:path}}"
+methods = ["GET"]
+upstream = "{upstream}"
+scopes = ["admin"]
+error_shape = "structured"
+
+[[route]]
+path = "/v2/preview"
+methods = ["GET"]
+upstream = "{upstream}"
+released = false
+"""
+
+
 @pytest.fixture(scope="session")
-def system(infrastructure: InfraConfig) -> Iterator[System]:
+def upstream() -> Iterator[str]:
+    """An HTTP app the gateway fronts (the echo app of tests/integration/test_gateway.py), in a
+    thread of this process for the whole session."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(UPSTREAM, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name="e2e-upstream", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "upstream did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def system(infrastructure: InfraConfig, upstream: str) -> Iterator[System]:
     prefix = f"e2e{uuid.uuid4().hex[:6]}."
     ports = Ports(
         api=free_port_run(COUNTS["api"] + 1),
@@ -117,11 +163,14 @@ def system(infrastructure: InfraConfig) -> Iterator[System]:
     # usage reports every second (default 30 s) so last-used times show within a test
     policies = infrastructure.run_dir / f"{prefix}policies.toml"
     policies.write_text(POLICIES)
+    routes = infrastructure.run_dir / f"{prefix}routes.toml"
+    routes.write_text(ROUTES.format(upstream=upstream))
     env = {
         "KAFKA__TOPIC_PREFIX": prefix,
         "AUTHBUS_API_USAGE_REPORT_S": "1",
         "AUTHBUS_API_RATE__POLICIES_FILE": str(policies),
         "AUTHBUS_API_RATE__TRUSTED_PROXIES": '["127.0.0.0/8"]',
+        "AUTHBUS_API_ROUTES_FILE": str(routes),
     }
     fleet = Fleet(infrastructure, COUNTS, ports, env=env)
     try:
