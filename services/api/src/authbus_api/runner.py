@@ -38,7 +38,7 @@ from authbus_shared.kafka.admin import ensure_topics, resolve
 from authbus_shared.kafka.consumers import BroadcastReader
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import RpcClient
-from authbus_shared.lifecycle import until_stopped
+from authbus_shared.lifecycle import StopSignals, until_stopped
 from authbus_shared.ops import ASGIApp, Check, Probes, ops_app, start_http, stop_http
 from authbus_shared.settings import KafkaSettings
 
@@ -58,6 +58,8 @@ async def run(settings: ApiSettings) -> int:
     policies = with_routes(load_policies(settings.rate.policies_file), routes)
 
     async with contextlib.AsyncExitStack() as stack:
+        stop = StopSignals.install()  # before anything can answer a probe
+        stack.callback(stop.uninstall)
         await ensure_topics(kafka, t.values())
         publisher = Publisher(kafka, client_id=client_id, metrics=metrics.kafka)
         await publisher.start()
@@ -136,7 +138,7 @@ async def run(settings: ApiSettings) -> int:
         stack.push_async_callback(stop_http, server, server_task)
         log.info("api started", port=settings.port)
 
-        why = await until_stopped(server_task, rpc.task, rate_work, *parts)
+        why = await until_stopped(stop, server_task, rpc.task, rate_work, *parts)
         probes.stopping = True
         log.info("api stopping", reason=why)
     log.info("api stopped", reason=why)

@@ -35,7 +35,7 @@ from authbus_shared.kafka.consumers import BroadcastReader
 from authbus_shared.kafka.group import GroupConsumer
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import Responder
-from authbus_shared.lifecycle import until_stopped
+from authbus_shared.lifecycle import StopSignals, until_stopped
 from authbus_shared.ops import Probes, Watch, ops_app, ops_config, start_http, stop_http
 from authbus_shared.settings import ConfigError
 
@@ -153,6 +153,8 @@ async def run(settings: AuthzSettings) -> int:
     client_id = f"{kafka.client_id_prefix}-authz-{settings.instance_id}"
 
     async with contextlib.AsyncExitStack() as stack:
+        stop = StopSignals.install()  # before anything can answer a probe
+        stack.callback(stop.uninstall)
         mongo = connect(settings.mongo)
         stack.callback(mongo.close)
         store = MongoStore(mongo[settings.mongo.database])
@@ -208,7 +210,7 @@ async def run(settings: AuthzSettings) -> int:
         stack.push_async_callback(stop_http, server, server_task)
         log.info("authz started", ops_port=settings.ops.port, signing_kid=keys.ring.signing_kid)
 
-        why = await until_stopped(server_task, consumer.task, keys_reader.task, rotation)
+        why = await until_stopped(stop, server_task, consumer.task, keys_reader.task, rotation)
         probes.stopping = True
         log.info("authz stopping", reason=why)
     log.info("authz stopped", reason=why)

@@ -22,7 +22,7 @@ from authbus_shared.kafka.admin import ensure_topics, resolve
 from authbus_shared.kafka.owner import PartitionOwner
 from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import Responder
-from authbus_shared.lifecycle import until_stopped
+from authbus_shared.lifecycle import StopSignals, until_stopped
 from authbus_shared.ops import Probes, ops_app, ops_config, start_http, stop_http
 
 log = structlog.get_logger(__name__)
@@ -42,6 +42,8 @@ async def run(settings: RatelimitSettings) -> int:
     client_id = f"{kafka.client_id_prefix}-ratelimit-{settings.instance_id}"
 
     async with contextlib.AsyncExitStack() as stack:
+        stop = StopSignals.install()  # before anything can answer a probe
+        stack.callback(stop.uninstall)
         await ensure_topics(kafka, [leases, decisions, replies])
         publisher = Publisher(kafka, client_id=client_id, metrics=metrics.kafka)
         await publisher.start()
@@ -79,7 +81,7 @@ async def run(settings: RatelimitSettings) -> int:
         stack.push_async_callback(stop_http, server, server_task)
         log.info("ratelimit started", ops_port=settings.ops.port)
 
-        why = await until_stopped(server_task, owner.task, sweeper)
+        why = await until_stopped(stop, server_task, owner.task, sweeper)
         probes.stopping = True
         log.info("ratelimit stopping", reason=why)
     log.info("ratelimit stopped", reason=why)
