@@ -66,17 +66,14 @@ import gc
 import os
 import platform
 import shlex
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import timeit
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -87,7 +84,7 @@ from authbus_api.rate import RateLimiter
 from authbus_api.settings import RateSettings
 from authbus_dev import infra
 from authbus_dev.fleet import Fleet, Ports
-from authbus_dev.ports import free_port, free_port_run
+from authbus_dev.ports import free_port_run
 from authbus_shared import logs
 from authbus_shared.contracts import topics
 from authbus_shared.contracts.envelope import utcnow
@@ -102,8 +99,9 @@ from authbus_shared.kafka.producer import Publisher
 from authbus_shared.kafka.rpc import RpcClient
 from authbus_shared.settings import KafkaSettings, LogSettings
 
+from .harness import local_infrastructure, running
 from .verify_over_kafka.console import cores, cpu_model, load_average, progress
-from .verify_over_kafka.interrupts import catch_interrupts, run_async, uninterrupted
+from .verify_over_kafka.interrupts import catch_interrupts, run_async
 
 MODULE = "bench.rate_limits"
 REPEATS = 7
@@ -596,16 +594,8 @@ async def measure(kafka: KafkaSettings, opts: Options, tag: str) -> list[str]:
 
 
 def accuracy(opts: Options) -> None:
-    run_dir = Path(tempfile.mkdtemp(prefix="authbus-bench-rate-"))
-    cfg = infra.InfraConfig(
-        run_dir=run_dir, kafka_port=free_port(), controller_port=free_port(), mongo_port=free_port()
-    )
-    finished = False
-    try:
-        progress(f"starting Kafka in {run_dir}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        infra.start_kafka(cfg)  # ratelimit needs no database
-        progress(f"Kafka ready in {infra.wait_kafka(cfg):.1f} s")
+    # ratelimit needs no database
+    with local_infrastructure("authbus-bench-rate-", keep=opts.keep, mongo=False) as cfg:
         tag = uuid.uuid4().hex[:6]
         prefix = f"bench{tag}."
         fleet = Fleet(
@@ -614,26 +604,11 @@ def accuracy(opts: Options) -> None:
             Ports(ratelimit=free_port_run(2)),
             {"KAFKA__TOPIC_PREFIX": prefix},
         )
-        try:
-            progress(f"starting 2 ratelimit (logs: {fleet.folder})")
-            fleet.start_all()
+        with running(fleet, "2 ratelimit"):
             kafka = KafkaSettings(bootstrap_servers=cfg.bootstrap, topic_prefix=prefix)
             notes = run_async(measure(kafka, opts, tag))
-        finally:
-            with uninterrupted():
-                progress("stopping 2 ratelimit")
-                fleet.stop_all()
         for note in notes:
             print(f"note: {note}", flush=True)
-        finished = True
-    finally:
-        with uninterrupted():
-            progress("stopping Kafka")
-            infra.stop(cfg)
-            if finished and not opts.keep:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            else:
-                progress(f"run folder kept (logs): {run_dir}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

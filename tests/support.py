@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import httpx
+import uvicorn
 from prometheus_client import CollectorRegistry
 
+from authbus_dev.ports import free_port
 from authbus_shared.contracts.envelope import Contract, Envelope, payload_of
 from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.kafka.admin import resolve
 from authbus_shared.kafka.consumers import BroadcastReader
 from authbus_shared.kafka.metrics import KafkaMetrics
+from authbus_shared.ops import ASGIApp
 from authbus_shared.settings import KafkaSettings
 
 
@@ -73,3 +78,41 @@ async def collected(kafka: KafkaSettings, spec: TopicSpec) -> AsyncIterator[list
         yield seen
     finally:
         await reader.stop()
+
+
+def _server(app: ASGIApp) -> tuple[uvicorn.Server, str]:
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    return uvicorn.Server(config), f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """`app` as a real HTTP server on a free loopback port, in this event loop: its base URL."""
+    server, url = _server(app)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.02)
+        yield url
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.contextmanager
+def serving_in_thread(app: ASGIApp) -> Iterator[str]:
+    """The same from synchronous code: the server runs in a thread of its own."""
+    server, url = _server(app)
+    thread = threading.Thread(target=server.run, name=f"serving {url}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    try:
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), f"{url} did not start"
+            time.sleep(0.02)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)

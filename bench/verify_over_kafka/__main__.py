@@ -3,26 +3,24 @@ fleet and measure every kind; stop everything on the way out, Ctrl-C included.""
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 from authbus_authz.admin import AdminSettings, connected
 from authbus_dev import infra
 from authbus_dev.fleet import Fleet, Ports, Service
-from authbus_dev.ports import free_port, free_port_run
+from authbus_dev.ports import free_port_run
 from authbus_shared import logs
 from authbus_shared.authz_client import AuthzClient
 from authbus_shared.settings import LogSettings
+from bench.harness import local_infrastructure, running
 
 from . import cpu
 from .baselines import REPLY_TIMEOUT_S, baselines
 from .console import progress
-from .interrupts import catch_interrupts, run_async, uninterrupted
+from .interrupts import catch_interrupts, run_async
 from .kinds import KINDS, Account, BenchError, new_account, verify_call
 from .measure import Measured, measure_all
 from .options import MODULE, Options, parse_args
@@ -63,38 +61,15 @@ def run_fleet(cfg: infra.InfraConfig, authz: int, report: Report) -> None:
     if report.opts.linger_ms is not None:
         env["KAFKA__LINGER_MS"] = str(report.opts.linger_ms)
     fleet = Fleet(cfg, counts, Ports(authz=free_port_run(authz)), env=env)
-    try:
-        progress(f"starting {authz} authz (logs: {fleet.folder})")
-        fleet.start_all()
+    with running(fleet, f"{authz} authz"):
         run_async(measure_fleet(fleet, env["KAFKA__TOPIC_PREFIX"], report))
-    finally:
-        with uninterrupted():
-            progress(f"stopping {authz} authz")
-            fleet.stop_all()
 
 
 def run(opts: Options, report: Report) -> None:
-    run_dir = Path(tempfile.mkdtemp(prefix="authbus-bench-"))
-    cfg = infra.InfraConfig(
-        run_dir=run_dir, kafka_port=free_port(), controller_port=free_port(), mongo_port=free_port()
-    )
-    finished = False
-    try:
-        progress(f"starting Kafka and SecantusDB in {run_dir}")
-        took = infra.start(cfg)
-        progress(f"infrastructure ready (kafka {took['kafka']:.1f} s, mongo {took['mongo']:.1f} s)")
+    with local_infrastructure("authbus-bench-", keep=opts.keep) as cfg:
         run_async(baselines(cfg, opts, report))
         for authz in opts.authz:
             run_fleet(cfg, authz, report)
-        finished = True
-    finally:
-        with uninterrupted():
-            progress("stopping Kafka and SecantusDB")
-            infra.stop(cfg)
-            if finished and not opts.keep:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            else:
-                progress(f"run folder kept (logs): {run_dir}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

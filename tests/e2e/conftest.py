@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,14 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from authbus_dev.fleet import Fleet, Instance, Ports, Service
 from authbus_dev.infra import InfraConfig
 from authbus_dev.paths import VENV_BIN
-from authbus_dev.ports import free_port, free_port_run
+from authbus_dev.ports import free_port_run
 from tests.integration.test_gateway import UPSTREAM
+from tests.support import serving_in_thread
 
 PASSWORD = "correct horse battery staple"
 COUNTS: dict[Service, int] = {"api": 4, "authz": 2, "ratelimit": 2}
@@ -135,21 +134,8 @@ released = false
 def upstream() -> Iterator[str]:
     """An HTTP app the gateway fronts (the echo app of tests/integration/test_gateway.py), in a
     thread of this process for the whole session."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(UPSTREAM, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="e2e-upstream", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "upstream did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving_in_thread(UPSTREAM) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client import CollectorRegistry
 
 from authbus_api.app import ErrorStyle, create_app, edge
@@ -23,26 +22,10 @@ from authbus_dev.ports import free_port
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import ASGIApp, Probes, ops_app
 from tests.api_twins import twin_gate
-from tests.integration.test_gateway import upstream_server
+from tests.integration.test_gateway import UPSTREAM
+from tests.support import serving
 
 SAMPLE = Path(__file__).parents[2] / "docs" / "forward-auth" / "nginx.conf"
-
-
-@contextlib.asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[int]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-        yield port
-    finally:
-        server.should_exit = True
-        await task
 
 
 def api_app() -> ASGIApp:
@@ -53,15 +36,15 @@ def api_app() -> ASGIApp:
     return edge(app, ops_app(registry, Probes()), metrics)
 
 
-def nginx_conf(folder: Path, listen: int, api: int, app: str) -> Path:
+def nginx_conf(folder: Path, listen: int, api: str, app: str) -> Path:
     """The sample, with this test's ports, and what nginx needs to run unprivileged here."""
     server = (
         SAMPLE.read_text()
-        .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{api};")
+        .replace("server 127.0.0.1:8000;", f"server {api.removeprefix('http://')};")
         .replace("server 127.0.0.1:9000;", f"server {app.removeprefix('http://')};")
         .replace("listen 8080;", f"listen 127.0.0.1:{listen};")
     )
-    assert f"127.0.0.1:{api}" in server and f"127.0.0.1:{listen}" in server
+    assert api.removeprefix("http://") in server and f"127.0.0.1:{listen}" in server
     conf = folder / "nginx.conf"
     temp = folder / "temp"
     temp.mkdir()
@@ -123,7 +106,7 @@ async def running_nginx(conf: Path, port: int) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def front(tmp_path: Path) -> AsyncIterator[str]:
-    async with upstream_server() as app, serving(api_app()) as api:
+    async with serving(UPSTREAM) as app, serving(api_app()) as api:
         listen = free_port()
         async with running_nginx(nginx_conf(tmp_path, listen, api, app), listen) as url:
             yield url

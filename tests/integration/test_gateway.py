@@ -7,14 +7,12 @@ in-memory twins for authz and the rate owner (no Kafka needed here)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +28,7 @@ from authbus_dev.ports import free_port
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import Probes, ops_app
 from tests.api_twins import twin_gate
+from tests.support import serving
 
 JSON = {"Accept": "application/json"}
 TOKEN = {"Authorization": "Bearer good"}
@@ -70,23 +69,6 @@ UPSTREAM = Starlette(
         Route("/v1/slow", slow),
     ]
 )
-
-
-@contextlib.asynccontextmanager
-async def upstream_server() -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(UPSTREAM, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def routes_file(tmp_path: Path, upstream: str, dead: str) -> Path:
@@ -133,7 +115,7 @@ released = false
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with upstream_server() as upstream:
+    async with serving(UPSTREAM) as upstream:
         routes = load_routes(routes_file(tmp_path, upstream, f"http://127.0.0.1:{free_port()}"))
         registry = CollectorRegistry()
         metrics = ApiMetrics(registry)

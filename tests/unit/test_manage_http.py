@@ -30,7 +30,13 @@ from authbus_shared.contracts.commands import (
     TotpEnrollment,
 )
 from authbus_shared.contracts.envelope import Contract, utcnow
-from authbus_shared.contracts.events import AccountCreated, KeyIssued, TokenIssued, TokenRevoked
+from authbus_shared.contracts.events import (
+    AccountChanged,
+    AccountCreated,
+    KeyIssued,
+    TokenIssued,
+    TokenRevoked,
+)
 from authbus_shared.kafka.rpc import RpcTimeout
 from authbus_shared.ops import Probes, ops_app
 from tests.api_twins import twin_gate
@@ -108,7 +114,7 @@ class CommandsTwin:
 
     async def confirm_totp(self, account: AccountRef, code: str) -> Contract:
         self.asked.append((account, code))
-        return self._answer(AccountCreated(account=AccountView(id="acc-1", email="a@b.c")))
+        return self._answer(AccountChanged(account_id="acc-1", change="totp_enabled", at=utcnow()))
 
     async def disable_totp(self, account: AccountRef, code: str) -> Contract:
         return await self.confirm_totp(account, code)

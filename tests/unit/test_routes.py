@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from authbus_api.policies import load_policies, with_routes
-from authbus_api.routes import Matched, RouteTable, WrongMethod, load_routes
+from authbus_api.routes import Matched, WrongMethod, load_routes
 from authbus_shared.settings import ConfigError
 
 CONFIG = Path(__file__).parents[2] / "config"
@@ -90,4 +90,3 @@ def test_the_first_matching_template_wins(tmp_path: Path) -> None:
     assert isinstance(other, Matched)
     assert str(special.route.config.upstream) == "http://a/"
     assert str(other.route.config.upstream) == "http://b/"
-    assert isinstance(table, RouteTable)

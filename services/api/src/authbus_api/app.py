@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ STATUS_ERRORS = {
 
 ME = "GET /v0/me"
 FORWARD_AUTH = "/v0/forward-auth"
+PRINCIPAL = "authbus.principal"  # scope key: the caller, when the hot path already knows it
 GATEWAY_PATH = "/{path:path}"  # the declared routes: registered last, after the api's own
 # Answers to requests without valid credentials: these count per client address (R6).
 ANONYMOUS = frozenset({Error.MISSING_TOKEN, Error.INVALID_TOKEN, Error.TOKEN_REQUIRED})
@@ -136,6 +137,9 @@ def create_app(  # noqa: PLR0915 - the app's routes, one closure each
     async def authenticated(request: Request, route: str) -> Principal:
         """Who is asking; a request without valid credentials is counted per client address
         (R6) before its 401, and gets a 429 instead once that address is over its limit."""
+        known = request.scope.get(PRINCIPAL)  # the hot path found it, then handed over
+        if isinstance(known, Principal):
+            return known
         try:
             return await gate.authenticate(request.headers.get("authorization"))
         except ApiError as exc:
@@ -275,15 +279,19 @@ def create_app(  # noqa: PLR0915 - the app's routes, one closure each
 
 
 def _original(request: Request) -> tuple[str, str]:
-    """The method and path of the request a proxy asks about."""
-    headers = request.headers
-    method = headers.get("x-original-method") or headers.get("x-forwarded-method")
+    return original_request(request.headers, request.url.path, request.method)
+
+
+def original_request(headers: Mapping[str, str], path: str, method: str) -> tuple[str, str]:
+    """The method and path of the request a proxy asks about: nginx's X-Original-*, Traefik's
+    X-Forwarded-*, or (Envoy) the path after the forward-auth prefix and this method.
+    `headers` looks up lower-case names."""
+    asked = headers.get("x-original-method") or headers.get("x-forwarded-method") or method
     uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri")
-    if uri is None:  # Envoy: the original path follows the prefix
-        uri = request.url.path.removeprefix(FORWARD_AUTH) or "/"
-    path = uri.split("?", 1)[0] or "/"
-    method = (method or request.method).upper()
-    return (method if method in METHODS else "OTHER"), path
+    if uri is None:
+        uri = path.removeprefix(FORWARD_AUTH)
+    asked = asked.upper()
+    return (asked if asked in METHODS else "OTHER"), (uri.split("?", 1)[0] or "/")
 
 
 def _own_methods(app: FastAPI, request: Request) -> list[str]:
@@ -310,17 +318,15 @@ def fast_forward_auth(app: ASGIApp, gate: Gate, routes: RouteTable | None = None
             await app(scope, receive, send)
             return
         headers = _raw_headers(scope)
-        method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
-        uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri") or "/"
-        path = uri.split("?", 1)[0] or "/"
-        method = method.upper()
-        who = gate.cached(headers.get("authorization")) if method in METHODS else None
-        route_id = _fast_route(table, path, method, who)
-        if who is None or route_id is None:
+        method, path = original_request(headers, scope["path"], scope["method"])
+        who = gate.cached(headers.get("authorization")) if method != "OTHER" else None
+        if who is None:
             await app(scope, receive, send)
             return
-        limited = await gate.try_limit(who, route_id)
-        if limited is None:  # refused or unavailable: the framework renders the answer
+        route_id = _fast_route(table, path, method, who)
+        limited = await gate.try_limit(who, route_id) if route_id is not None else None
+        if limited is None:  # 403, 418, 405, 429...: the framework renders the answer
+            scope[PRINCIPAL] = who  # already authenticated (and its use counted)
             await app(scope, receive, send)
             return
         scope["authbus.route"] = FORWARD_AUTH
@@ -338,7 +344,7 @@ def fast_forward_auth(app: ASGIApp, gate: Gate, routes: RouteTable | None = None
     return asgi
 
 
-def _fast_route(table: RouteTable, path: str, method: str, who: Principal | None) -> str | None:
+def _fast_route(table: RouteTable, path: str, method: str, who: Principal) -> str | None:
     """The route id for the hot path, or None when the slow path must answer (405, 418, 403)."""
     found = table.match(path, method)
     if found is None:
@@ -346,7 +352,7 @@ def _fast_route(table: RouteTable, path: str, method: str, who: Principal | None
     if isinstance(found, WrongMethod):
         return None
     config = found.route.config
-    if not config.released or who is None:
+    if not config.released:
         return None
     return found.route.route_id(method) if set(config.scopes) <= set(who.scopes) else None
 

@@ -107,16 +107,8 @@ class Gate:
         if verdict is None:
             verdict = await self._ask(digest, credential)
         self.metrics.verdicts.labels(outcome=verdict.outcome.value).inc()
-        if verdict.outcome is Outcome.VALID and verdict.account and verdict.method:
-            who = Principal(
-                verdict.account,
-                verdict.method,
-                verdict.scopes,
-                verdict.credential_id,
-                mfa=verdict.mfa,
-                deprecated=verdict.deprecated,
-            )
-            self.usage.used(who, utcnow())
+        who = self._principal(verdict)
+        if who is not None:
             return who
         if verdict.outcome is Outcome.NEEDS_TOKEN:
             raise unauthorized(Error.TOKEN_REQUIRED)
@@ -134,10 +126,14 @@ class Gate:
         verdict = self.cache.get(self.digest(credential), utcnow())
         if verdict is None or verdict.outcome is not Outcome.VALID:
             return None
-        if verdict.account is None or verdict.method is None:
-            return None
         self.metrics.cache.labels(result="hit").inc()
         self.metrics.verdicts.labels(outcome=verdict.outcome.value).inc()
+        return self._principal(verdict)
+
+    def _principal(self, verdict: CredentialVerified) -> Principal | None:
+        """Who a valid verdict names (its use recorded for last-used times), else None."""
+        if verdict.outcome is not Outcome.VALID or not verdict.account or not verdict.method:
+            return None
         who = Principal(
             verdict.account,
             verdict.method,

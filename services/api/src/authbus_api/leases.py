@@ -4,7 +4,6 @@ releases are sent without waiting (an unsent release only strands a few units)."
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -45,10 +44,4 @@ class KafkaLeases:
 
     async def release(self, release: ReleaseLease) -> None:
         envelope = wrap(release, producer=self.instance_id, now=utcnow())
-        self.publisher.enqueue(self.topic, envelope, key=release.key).add_done_callback(_quiet)
-
-
-def _quiet(sent: asyncio.Future[None]) -> None:
-    """A release that fails is counted by the publisher; nobody waits for it."""
-    if not sent.cancelled():
-        sent.exception()
+        self.publisher.send_nowait(self.topic, envelope, key=release.key)

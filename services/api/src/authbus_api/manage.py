@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from authbus_api.core.errors import Error
 from authbus_api.gate import ApiError, Gate, Principal
 from authbus_shared.authz_client import Refusal, Secret
-from authbus_shared.contracts.authz import RequestFailed
 from authbus_shared.contracts.commands import (
     AccountRef,
     CommandRejected,
@@ -38,9 +37,11 @@ from authbus_shared.contracts.commands import (
     RevokeToken,
     SealedLogin,
     TokenList,
+    TotpEnrollment,
 )
 from authbus_shared.contracts.envelope import Contract
 from authbus_shared.contracts.events import (
+    AccountChanged,
     AccountCreated,
     KeyRevoked,
     TokenRevoked,
@@ -48,6 +49,7 @@ from authbus_shared.contracts.events import (
 from authbus_shared.kafka.rpc import RpcTimeout
 
 T = TypeVar("T")
+R = TypeVar("R")
 Signup = Literal["open", "admin"]
 ADMIN_SCOPE = "admin"
 
@@ -162,10 +164,20 @@ async def _call(call: Awaitable[T]) -> T:
         raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"}) from exc
 
 
-def _secret(result: Secret | Refusal) -> Secret:
-    if isinstance(result, CommandRejected | RequestFailed):
-        raise refused(result)
-    return result
+async def _expect(expected: type[R], call: Awaitable[object]) -> R:
+    """authz's reply when it is the `expected` result; else the catalog's answer (raised)."""
+    reply = await _call(call)
+    if not isinstance(reply, expected):
+        raise refused(reply)
+    return reply
+
+
+async def _secret(expected: type[R], call: Awaitable[Secret | Refusal]) -> tuple[R, str]:
+    """A reply carrying a new secret, and the secret (opened with this call's one-time key)."""
+    secret = await _expect(Secret, call)
+    if not isinstance(secret.reply, expected):
+        raise refused(secret.reply)
+    return secret.reply, secret.value
 
 
 def qr_svg(uri: str) -> str:
@@ -197,6 +209,9 @@ def management_routes(  # noqa: PLR0915 - one closure per route
     def own(who: Principal) -> AccountRef:
         return AccountRef(account_id=who.account.id)
 
+    def own_key(who: Principal) -> str:  # the commands' partition key: one account in order
+        return who.account.id
+
     @router.post("/accounts", status_code=201, tags=["account"], responses=errors)
     async def sign_up(body: SignUp, request: Request, response: Response) -> Account:
         """Create an account (open, or for a token with the `admin` scope, per deployment)."""
@@ -206,10 +221,10 @@ def management_routes(  # noqa: PLR0915 - one closure per route
                 raise ApiError(Error.SIGNUP_CLOSED)
         else:
             response.headers.update(await anonymous(request, "POST /v0/accounts"))
-        reply = await _call(commands.create_account(body.email, body.password, body.locale))
-        if not isinstance(reply, AccountCreated):
-            raise refused(reply)
-        account = reply.account
+        created = await _expect(
+            AccountCreated, commands.create_account(body.email, body.password, body.locale)
+        )
+        account = created.account
         return Account(id=account.id, email=account.email, locale=account.locale)
 
     @router.post("/tokens", status_code=201, tags=["tokens"], responses=errors)
@@ -218,26 +233,23 @@ def management_routes(  # noqa: PLR0915 - one closure per route
         (the token then says `two_factor`). The token is shown this once."""
         response.headers.update(await anonymous(request, "POST /v0/tokens"))
         login = SealedLogin(email=body.email, password=body.password, totp_code=body.code)
-        secret = _secret(
-            await _call(
-                commands.create_token(
-                    login,
-                    name=body.name,
-                    scopes=tuple(body.scopes),
-                    expires_in_s=body.expires_in_s,
-                    client=request.client.host if request.client else None,
-                )
-            )
+        reply, token = await _secret(
+            NewToken,
+            commands.create_token(
+                login,
+                name=body.name,
+                scopes=tuple(body.scopes),
+                expires_in_s=body.expires_in_s,
+                client=request.client.host if request.client else None,
+            ),
         )
-        if not isinstance(secret.reply, NewToken):
-            raise refused(secret.reply)
-        issued = secret.reply.token
+        issued = reply.token
         return Created(
             id=issued.token_id,
             name=issued.name,
             scopes=list(issued.scopes),
             expires_at=issued.expires_at,
-            secret=secret.value,
+            secret=token,
             two_factor="mfa" in issued.amr,
         )
 
@@ -245,84 +257,66 @@ def management_routes(  # noqa: PLR0915 - one closure per route
     async def list_tokens(request: Request, response: Response) -> dict[str, Any]:
         """Your tokens (never the secret: `hint` is its last characters)."""
         who = await caller(request, response, "GET /v0/tokens")
-        reply = await _call(commands.ask(ListTokens(account=own(who)), who.account.id))
-        if not isinstance(reply, TokenList):
-            raise refused(reply)
-        return {"tokens": [t.model_dump(mode="json") for t in reply.tokens]}
+        listed = await _expect(TokenList, commands.ask(ListTokens(account=own(who)), own_key(who)))
+        return {"tokens": [t.model_dump(mode="json") for t in listed.tokens]}
 
     @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"], responses=errors)
     async def revoke_token(token_id: str, request: Request, response: Response) -> None:
         """Revoke one of your tokens: refused everywhere from now on."""
         who = await caller(request, response, "DELETE /v0/tokens/{token_id}")
         command = RevokeToken(token_id=token_id[:64], account_id=who.account.id)
-        reply = await _call(commands.ask(command, who.account.id))
-        if not isinstance(reply, TokenRevoked):
-            raise refused(reply)
+        await _expect(TokenRevoked, commands.ask(command, own_key(who)))
 
     @router.post("/keys", status_code=201, tags=["keys"], responses=errors)
     async def create_key(body: NewKeyIn, request: Request, response: Response) -> Created:
         """A legacy API key (deprecated: prefer tokens). Shown this once."""
         who = await caller(request, response, "POST /v0/keys")
-        secret = _secret(
-            await _call(
-                commands.create_key(
-                    own(who),
-                    name=body.name,
-                    scopes=tuple(body.scopes),
-                    expires_in_s=body.expires_in_s,
-                )
-            )
+        reply, key = await _secret(
+            NewKey,
+            commands.create_key(
+                own(who), name=body.name, scopes=tuple(body.scopes), expires_in_s=body.expires_in_s
+            ),
         )
-        if not isinstance(secret.reply, NewKey):
-            raise refused(secret.reply)
-        issued = secret.reply.key
+        issued = reply.key
         response.headers.update(gate.deprecation)
         return Created(
             id=issued.key_id,
             name=issued.name,
             scopes=list(issued.scopes),
             expires_at=issued.expires_at,
-            secret=secret.value,
+            secret=key,
         )
 
     @router.get("/keys", tags=["keys"], responses=errors)
     async def list_keys(request: Request, response: Response) -> dict[str, Any]:
         who = await caller(request, response, "GET /v0/keys")
-        reply = await _call(commands.ask(ListKeys(account=own(who)), who.account.id))
-        if not isinstance(reply, KeyList):
-            raise refused(reply)
-        return {"keys": [k.model_dump(mode="json") for k in reply.keys]}
+        listed = await _expect(KeyList, commands.ask(ListKeys(account=own(who)), own_key(who)))
+        return {"keys": [k.model_dump(mode="json") for k in listed.keys]}
 
     @router.delete("/keys/{key_id}", status_code=204, tags=["keys"], responses=errors)
     async def revoke_key(key_id: str, request: Request, response: Response) -> None:
         who = await caller(request, response, "DELETE /v0/keys/{key_id}")
         command = RevokeKey(key_id=key_id[:64], account_id=who.account.id)
-        reply = await _call(commands.ask(command, who.account.id))
-        if not isinstance(reply, KeyRevoked):
-            raise refused(reply)
+        await _expect(KeyRevoked, commands.ask(command, own_key(who)))
 
     @router.post("/2fa", status_code=201, tags=["2fa"], responses=errors)
     async def enrol(request: Request, response: Response) -> Enrolment:
         """Start login 2FA: scan the QR code (or enter the URI) in an authenticator app, then
         confirm with a code. Until confirmed, nothing changes."""
         who = await caller(request, response, "POST /v0/2fa")
-        secret = _secret(await _call(commands.enroll_totp(own(who))))
-        return Enrolment(otpauth_uri=secret.value, qr_svg=qr_svg(secret.value))
+        _, uri = await _secret(TotpEnrollment, commands.enroll_totp(own(who)))
+        return Enrolment(otpauth_uri=uri, qr_svg=qr_svg(uri))
 
     @router.post("/2fa/confirm", status_code=204, tags=["2fa"], responses=errors)
     async def confirm(body: CodeIn, request: Request, response: Response) -> None:
         """Turn login 2FA on with a current code: passwords alone stop working."""
         who = await caller(request, response, "POST /v0/2fa/confirm")
-        reply = await _call(commands.confirm_totp(own(who), body.code))
-        if isinstance(reply, CommandRejected | RequestFailed):
-            raise refused(reply)
+        await _expect(AccountChanged, commands.confirm_totp(own(who), body.code))
 
     @router.post("/2fa/disable", status_code=204, tags=["2fa"], responses=errors)
     async def disable(body: CodeIn, request: Request, response: Response) -> None:
         """Turn login 2FA off, with a current code."""
         who = await caller(request, response, "POST /v0/2fa/disable")
-        reply = await _call(commands.disable_totp(own(who), body.code))
-        if isinstance(reply, CommandRejected | RequestFailed):
-            raise refused(reply)
+        await _expect(AccountChanged, commands.disable_totp(own(who), body.code))
 
     return router

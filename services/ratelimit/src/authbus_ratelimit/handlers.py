@@ -9,7 +9,6 @@ api instances keep the later end, so a repeat is harmless)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -64,8 +63,7 @@ class LeaseHandlers:
         now = utcnow()
         if locked is not None and locked.until > now:
             event = wrap(locked, producer=self.instance_id, now=now)
-            sent = self.publisher.enqueue(self.decisions_topic, event, key=locked.subject)
-            sent.add_done_callback(_log_failure)
+            self.publisher.send_nowait(self.decisions_topic, event, key=locked.subject)
         if not self.responder.wanted(envelope, now):
             self.metrics.replayed.inc()
             return
@@ -96,8 +94,3 @@ def _result(ask: AcquireLease, granted: LeaseGranted, locked: bool) -> str:
     if granted.granted:
         return "granted"
     return "empty" if ask.prefetch else "refused"
-
-
-def _log_failure(sent: asyncio.Future[None]) -> None:
-    if not sent.cancelled() and sent.exception() is not None:
-        log.warning("lockout not broadcast", error=repr(sent.exception()))

@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -59,6 +59,14 @@ class CatchUp:
         return self.assigned and not self.targets
 
 
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Reader:
     """What both readers share: the read loop, decoding, error counting, catch-up."""
 
@@ -87,10 +95,7 @@ class Reader:
         self._task = asyncio.create_task(self._loop(), name=self._name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self._consumer.stop()
 
     @property
@@ -106,7 +111,7 @@ class Reader:
                     continue
                 for tp, records in batch.items():
                     for record in records:
-                        await self._handle_one(tp.topic, record.value)
+                        await self._record(tp, record)
                     self.catch_up.advance(tp, records[-1].offset + 1)
         except asyncio.CancelledError:
             raise
@@ -114,6 +119,10 @@ class Reader:
             self._metrics.errors.labels(stage="consume", error=type(exc).__name__).inc()
             log.exception("read loop died", reader=self._name)
             raise
+
+    async def _record(self, tp: TopicPartition, record: Any) -> None:
+        """One fetched record, in partition order (a subclass may want more than its value)."""
+        await self._handle_one(tp.topic, record.value)
 
     async def _handle_one(
         self, topic: str, raw: bytes | None, handler: Handler | None = None

@@ -21,8 +21,7 @@ reaches the end offset it had at assignment (an instance with no partition is ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +29,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
-from authbus_shared.kafka.consumers import Handler, Reader
+from authbus_shared.kafka.consumers import Handler, Reader, stop_task
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.settings import KafkaSettings
 
@@ -83,14 +82,7 @@ class GroupConsumer(Reader):
         concurrency: int = 16,
         commit_interval_s: float = 0.1,
     ) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=client_id,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            request_timeout_ms=max(settings.request_timeout_ms, 40_000),
-        )
+        consumer = group_member(settings, group_id=group_id, client_id=client_id)
         super().__init__(consumer, handler, metrics, f"consumer-{group_id}")
         self._topics = list(topics)
         self._slots = asyncio.Semaphore(concurrency)
@@ -102,7 +94,9 @@ class GroupConsumer(Reader):
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe(self._topics, listener=_Listener(self))
+        self._consumer.subscribe(
+            self._topics, listener=Rebalance(self._on_revoked, self._on_assigned)
+        )
         self._run()
         self._committer = asyncio.create_task(self._commit_loop(), name=f"{self._name}-commits")
 
@@ -115,16 +109,10 @@ class GroupConsumer(Reader):
 
     async def stop(self, drain_s: float = 10.0) -> None:
         """Stop fetching, let the messages in hand finish (up to `drain_s`), commit, leave."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         if self._in_hand:
             await asyncio.wait(self._in_hand, timeout=drain_s)
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
+        await stop_task(self._committer)
         await self._commit()
         await self._consumer.stop()
 
@@ -194,12 +182,34 @@ class GroupConsumer(Reader):
         )
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: GroupConsumer) -> None:
-        self._owner = owner
+def group_member(
+    settings: KafkaSettings, *, group_id: str, client_id: str, **options: Any
+) -> AIOKafkaConsumer:
+    """A consumer in group `group_id` that commits by hand (after handling), and starts a new
+    group at the earliest offset. `options`: more of aiokafka's consumer settings."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=max(settings.request_timeout_ms, 40_000),
+        **options,
+    )
+
+
+Moved = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's rebalance listener, calling back a group member's own methods."""
+
+    def __init__(self, revoked: Moved, assigned: Moved) -> None:
+        self._revoked = revoked
+        self._assigned = assigned
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._owner._on_revoked(revoked)
+        await self._revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._owner._on_assigned(assigned)
+        await self._assigned(assigned)

@@ -32,11 +32,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 
 from authbus_shared.contracts.envelope import Envelope, utcnow
-from authbus_shared.kafka.consumers import Reader
-from authbus_shared.kafka.group import LOST_TO_REBALANCE
+from authbus_shared.kafka.consumers import Reader, stop_task
+from authbus_shared.kafka.group import LOST_TO_REBALANCE, Rebalance, group_member
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.settings import KafkaSettings
 
@@ -62,15 +62,12 @@ class PartitionOwner(Reader):
         session_timeout_ms: int = 6000,
         commit_interval_s: float = 1.0,
     ) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=client_id,
+        consumer = group_member(
+            settings,
             group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            client_id=client_id,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(500, session_timeout_ms // 4),
-            request_timeout_ms=max(settings.request_timeout_ms, 40_000),
         )
         super().__init__(consumer, _unused, metrics, f"owner-{group_id}")
         self._topic = topic
@@ -84,19 +81,13 @@ class PartitionOwner(Reader):
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe([self._topic], listener=_Listener(self))
+        self._consumer.subscribe([self._topic], listener=Rebalance(self._revoked, self._assigned))
         self._run()
         self._committer = asyncio.create_task(self._commit_loop(), name=f"{self._name}-commits")
 
     async def stop(self) -> None:
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._committer)
+        await stop_task(self._task)
         # The commit is for lag monitoring only (a new owner replays by time): with the broker
         # gone, do not let it hold up the stop.
         with contextlib.suppress(TimeoutError):
@@ -104,22 +95,7 @@ class PartitionOwner(Reader):
                 await self._commit()
         await self._consumer.stop()
 
-    async def _loop(self) -> None:
-        try:
-            while True:
-                batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
-                for tp, records in batch.items():
-                    for record in records:
-                        await self._one(tp, record)
-                    self.catch_up.advance(tp, records[-1].offset + 1)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._metrics.errors.labels(stage="consume", error=type(exc).__name__).inc()
-            log.exception("read loop died", reader=self._name)
-            raise
-
-    async def _one(self, tp: TopicPartition, record: Any) -> None:
+    async def _record(self, tp: TopicPartition, record: Any) -> None:
         at = datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
 
         async def handle(envelope: Envelope) -> None:
@@ -171,14 +147,3 @@ class PartitionOwner(Reader):
 
 async def _unused(envelope: Envelope) -> None:  # the owner passes its own handler per message
     raise RuntimeError("PartitionOwner handles messages with their partition and time")
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: PartitionOwner) -> None:
-        self._owner = owner
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._owner._revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._owner._assigned(assigned)

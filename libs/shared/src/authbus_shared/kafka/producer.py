@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
 from aiokafka import AIOKafkaProducer
 
 from authbus_shared.contracts.envelope import Envelope, encode
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.settings import KafkaSettings
 
+log = structlog.get_logger(__name__)
 Key = str | bytes | None
 
 
@@ -60,6 +62,13 @@ class Publisher:
         caller put many messages in one batch (linger) and wait for them together."""
         return asyncio.ensure_future(self._send(topic, envelope, key, partition))
 
+    def send_nowait(
+        self, topic: str, envelope: Envelope, *, key: Key = None, partition: int | None = None
+    ) -> None:
+        """Send, and do not wait: for messages nobody waits on (a reply, a broadcast, a lease
+        release). A failure is counted by `_send` and logged here."""
+        self.enqueue(topic, envelope, key=key, partition=partition).add_done_callback(_unsent)
+
     async def _send(self, topic: str, envelope: Envelope, key: Key, partition: int | None) -> None:
         try:
             await self._producer.send_and_wait(
@@ -69,3 +78,8 @@ class Publisher:
             self._metrics.errors.labels(stage="produce", error=type(exc).__name__).inc()
             raise
         self._metrics.produced.labels(topic=topic).inc()
+
+
+def _unsent(sent: asyncio.Future[None]) -> None:
+    if not sent.cancelled() and (error := sent.exception()) is not None:
+        log.warning("message not sent", error=repr(error))

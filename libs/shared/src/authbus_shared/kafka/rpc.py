@@ -20,7 +20,6 @@ it up late (a backlog) skips it rather than doing work nobody waits for. A timeo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import zlib
 from datetime import datetime, timedelta
@@ -40,6 +39,7 @@ from authbus_shared.contracts.envelope import (
 )
 from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.kafka.admin import partitions_of
+from authbus_shared.kafka.consumers import stop_task
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.kafka.producer import Key, Publisher
 from authbus_shared.settings import KafkaSettings
@@ -109,10 +109,7 @@ class RpcClient:
         log.info("reply inbox ready", topic=tp.topic, partition=tp.partition)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         for fut in self._pending.values():
             fut.cancel()
         await self._consumer.stop()
@@ -194,13 +191,21 @@ class Responder:
         )
 
     async def reply(self, request: Envelope, payload: Contract) -> None:
-        sent = self.reply_nowait(request, payload)
-        if sent is not None:
-            await sent
+        addressed = self._addressed(request, payload)
+        if addressed is not None:
+            topic, envelope, partition = addressed
+            await self._publisher.publish(topic, envelope, partition=partition)
 
-    def reply_nowait(self, request: Envelope, payload: Contract) -> asyncio.Future[None] | None:
+    def reply_nowait(self, request: Envelope, payload: Contract) -> None:
         """Send the reply without waiting for the broker (a failure is logged and counted by
         the publisher): for a handler that must go on with the next message at once."""
+        addressed = self._addressed(request, payload)
+        if addressed is not None:
+            topic, envelope, partition = addressed
+            self._publisher.send_nowait(topic, envelope, partition=partition)
+
+    def _addressed(self, request: Envelope, payload: Contract) -> tuple[str, Envelope, int] | None:
+        """Where the reply goes and the reply, or None when the request names no valid one."""
         if request.reply_to is None or request.reply_to.topic != self._reply_topic:
             log.warning("reply not sent: bad reply_to", type=request.type, id=request.id)
             return None
@@ -210,13 +215,4 @@ class Responder:
             now=utcnow(),
             correlation_id=request.correlation_id,
         )
-        sent = self._publisher.enqueue(
-            request.reply_to.topic, envelope, partition=request.reply_to.partition
-        )
-        sent.add_done_callback(_log_failure)
-        return sent
-
-
-def _log_failure(sent: asyncio.Future[None]) -> None:
-    if not sent.cancelled() and sent.exception() is not None:
-        log.warning("reply not sent", error=repr(sent.exception()))
+        return request.reply_to.topic, envelope, request.reply_to.partition
