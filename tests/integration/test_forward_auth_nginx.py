@@ -15,7 +15,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from authbus_api.app import ErrorStyle, create_app, edge
+from authbus_api.app import create_app, edge
+from authbus_api.http.errors import ErrorStyle
 from authbus_api.metrics import ApiMetrics
 from authbus_dev import nginx
 from authbus_dev.ports import free_port

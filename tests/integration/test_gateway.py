@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from authbus_api.app import ErrorStyle, create_app, edge
+from authbus_api.app import create_app, edge
+from authbus_api.http.errors import ErrorStyle
 from authbus_api.metrics import ApiMetrics
 from authbus_api.policies import load_policies, with_routes
 from authbus_api.proxy import Upstreams

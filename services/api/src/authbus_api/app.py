@@ -4,9 +4,7 @@ JWKS, probes and metrics, and the one place where errors become HTTP answers (E1
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -19,14 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from authbus_api.core.client_address import Network, client_address
-from authbus_api.core.errors import Error, JsonShape, render
-from authbus_api.core.locale import negotiate as negotiate_locale
+from authbus_api.core.errors import Error
 from authbus_api.gate import ApiError, Gate, Principal
+from authbus_api.http.errors import ErrorStyle
 from authbus_api.manage import Commands, Signup, management_routes
 from authbus_api.metrics import ApiMetrics
 from authbus_api.proxy import UpstreamFailed, Upstreams, identity_headers
 from authbus_api.routes import RouteTable, WrongMethod
-from authbus_api.translations import Catalogs
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import OPS_PATHS, ASGIApp, Message, Receive, Scope, Send
 
@@ -74,41 +71,6 @@ KEYS_DEPRECATED = (
     "auth. Tokens can be created with two-factor authentication and revoked one by one.</p>"
     "</body></html>"
 )
-
-
-@dataclass(frozen=True)
-class ErrorStyle:
-    """How errors speak (E2, E3): the catalogs, the deployment's language and JSON shape."""
-
-    catalogs: Catalogs = field(default_factory=Catalogs.load)
-    default_locale: str = "en"
-    shape: JsonShape = "simple"
-
-    def response(
-        self, error: Error, request: Request, headers: dict[str, str] | None = None
-    ) -> Response:
-        """The catalog's answer in the negotiated representation and language: the client's
-        Accept-Language, else the account's locale (once known), else the deployment's."""
-        request_id = uuid.uuid4().hex if error is Error.INTERNAL else None
-        language = negotiate_locale(
-            request.headers.get("accept-language"),
-            getattr(request.state, "account_locale", None),
-            self.default_locale,
-        )
-        rendered = render(
-            error,
-            request.headers.get("accept"),
-            request_id=request_id,
-            language=language,
-            translate=self.catalogs.gettext(language),
-            shape=getattr(request.state, "error_shape", self.shape),
-        )
-        return Response(
-            rendered.body,
-            status_code=rendered.status,
-            media_type=rendered.content_type,
-            headers={**(headers or {}), "Content-Language": rendered.language},
-        )
 
 
 def create_app(  # noqa: PLR0915 - the app's routes, one closure each

@@ -18,9 +18,10 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from authbus_api.app import ErrorStyle, create_app, edge, fast_forward_auth
+from authbus_api.app import create_app, edge, fast_forward_auth
 from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
+from authbus_api.http.errors import ErrorStyle
 from authbus_api.leases import KafkaLeases
 from authbus_api.metrics import ApiMetrics
 from authbus_api.policies import load_policies, with_routes

@@ -48,6 +48,13 @@ class Error(StrEnum):
     BAD_CODE = "bad_code"
     NO_SUCH_RESOURCE = "no_such_resource"
     SIGNUP_CLOSED = "signup_closed"
+    SCOPE_NOT_GRANTED = "scope_not_granted"
+    # the strict edge (E5, A11)
+    PATH_REJECTED = "path_rejected"
+    DUPLICATE_HEADER = "duplicate_header"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    BODY_TOO_LARGE = "body_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
 
 
 CATALOG: dict[Error, CatalogEntry] = {
@@ -112,6 +119,33 @@ CATALOG: dict[Error, CatalogEntry] = {
     ),
     Error.SIGNUP_CLOSED: CatalogEntry(
         403, "signup.closed", "Sign-up is closed: ask an administrator.", "Forbidden"
+    ),
+    Error.SCOPE_NOT_GRANTED: CatalogEntry(
+        403,
+        "scope.notGranted",
+        "A new credential can only have scopes you have been granted.",
+        "Forbidden",
+    ),
+    Error.PATH_REJECTED: CatalogEntry(
+        400, "request.pathRejected", "The request path is malformed or ambiguous.", "Bad Request"
+    ),
+    Error.DUPLICATE_HEADER: CatalogEntry(
+        400,
+        "request.duplicateHeader",
+        "A header that may appear only once was sent more than once.",
+        "Bad Request",
+    ),
+    Error.HEADERS_TOO_LARGE: CatalogEntry(
+        431,
+        "request.headersTooLarge",
+        "The request headers are too large.",
+        "Request Header Fields Too Large",
+    ),
+    Error.BODY_TOO_LARGE: CatalogEntry(
+        413, "request.bodyTooLarge", "The request body is too large.", "Content Too Large"
+    ),
+    Error.REQUEST_TIMEOUT: CatalogEntry(
+        408, "request.timeout", "The request took too long to arrive.", "Request Timeout"
     ),
 }
 
