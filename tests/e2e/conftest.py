@@ -155,7 +155,7 @@ def system(infrastructure: InfraConfig, upstream: str) -> Iterator[System]:
         "KAFKA__TOPIC_PREFIX": prefix,
         "AUTHBUS_API_USAGE_REPORT_S": "1",
         "AUTHBUS_API_RATE__POLICIES_FILE": str(policies),
-        "AUTHBUS_API_RATE__TRUSTED_PROXIES": '["127.0.0.0/8"]',
+        "AUTHBUS_API_TRUSTED_PROXIES": '["127.0.0.0/8"]',
         "AUTHBUS_API_ROUTES_FILE": str(routes),
     }
     fleet = Fleet(infrastructure, COUNTS, ports, env=env)

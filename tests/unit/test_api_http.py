@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from authbus_api.app import create_app, edge, fast_forward_auth
+from authbus_api.app import HttpOptions, build_http
 from authbus_api.core.quota import Quota
 from authbus_api.metrics import ApiMetrics
 from authbus_shared import apikeys
@@ -78,9 +78,7 @@ async def api() -> AsyncIterator[Api]:
             "Link": '</v0/deprecations/api-keys>; rel="deprecation"',
         },
     )
-    app = edge(
-        fast_forward_auth(create_app(gate, AuthzKeys()), gate), ops_app(registry, Probes()), metrics
-    )
+    app = build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), HttpOptions())
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield Api(client, authz, quota, owner, uses)
@@ -198,7 +196,7 @@ async def test_404_for_an_unknown_path_and_405_with_allow(api: Api) -> None:
 
     assert (missing.status_code, missing.json()["code"]) == (404, "404")
     assert (wrong_method.status_code, wrong_method.json()["code"]) == (405, "405")
-    assert wrong_method.headers["allow"] == "GET"
+    assert wrong_method.headers["allow"] == "GET, HEAD"
 
 
 async def test_429_with_retry_after_once_a_lockout_of_the_account_is_broadcast(api: Api) -> None:
@@ -348,30 +346,3 @@ async def test_an_html_error_page_is_translated_and_names_its_language(api: Api)
     assert '<html lang="de">' in response.text
     assert "401 Nicht autorisiert" in response.text
     assert "API-Token fehlt." in response.text
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "headers"),
-    [
-        ("GET", "/v0/forward-auth", {"X-Original-Method": "POST", "X-Original-URI": "/a?b=1"}),
-        ("GET", "/v0/forward-auth", {"X-Forwarded-Method": "PUT", "X-Forwarded-Uri": "/a"}),
-        ("DELETE", "/v0/forward-auth/projects/7", {}),  # Envoy: the path after the prefix
-    ],
-)
-async def test_forward_auth_answers_200_with_the_identity_for_each_proxy_style(
-    api: Api, method: str, path: str, headers: dict[str, str]
-) -> None:
-    """G3: nginx auth_request, Traefik ForwardAuth and Envoy ext_authz (HTTP) ask alike."""
-    response = await api.client.request(method, path, headers=bearer("good", **headers))
-
-    assert response.status_code == 200
-    assert response.headers["x-authbus-account-id"] == "acc-1"
-    assert response.headers["x-authbus-scopes"] == "read"
-    assert response.headers["ratelimit-policy"] == '"global";q=60;w=60'
-
-
-async def test_forward_auth_answers_the_catalog_when_the_request_may_not_pass(api: Api) -> None:
-    missing = await api.client.get("/v0/forward-auth", headers=JSON)
-
-    assert (missing.status_code, missing.json()["code"]) == (401, "401")
-    assert "x-authbus-account-id" not in missing.headers

@@ -21,7 +21,14 @@ from authbus_shared.contracts.authz import (
     CredentialVerified,
     SealedCredential,
 )
-from authbus_shared.contracts.commands import AccountRef, NewKey, NewToken, TotpEnrollment
+from authbus_shared.contracts.commands import (
+    AccountRef,
+    AccountScopes,
+    GrantScopes,
+    NewKey,
+    NewToken,
+    TotpEnrollment,
+)
 from authbus_shared.contracts.events import AccountChanged, AccountCreated, KeyIssued, TokenIssued
 from authbus_shared.sealing import SealingKey
 
@@ -145,6 +152,13 @@ async def create_account(accounts: AccountCommands, email: str, password: str) -
     done = await accounts.create_account(email, password, locale=None)
     assert isinstance(done.reply, AccountCreated), done.reply
     return done.reply.account
+
+
+async def grant(accounts: AccountCommands, email: str, *scopes: str) -> tuple[str, ...]:
+    """An operator adds these scopes to the account's grant (A8); returns the grant after."""
+    done = await accounts.grant_scopes(GrantScopes(account=AccountRef(email=email), add=scopes))
+    assert isinstance(done.reply, AccountScopes), done.reply
+    return done.reply.scopes
 
 
 async def issue_token(

@@ -34,6 +34,7 @@ from .support import (
     bearer,
     code_at,
     create_account,
+    grant,
     issue_token,
     request,
     turn_on_totp,
@@ -54,10 +55,10 @@ def login(secret: str = ALICE_PASSWORD, code: str | None = None) -> SealedLogin:
 
 
 async def created_token(
-    issuing: CredentialCommands, proof: SealedLogin
+    issuing: CredentialCommands, proof: SealedLogin, scopes: tuple[str, ...] = ()
 ) -> tuple[TokenIssued, str] | CommandRejected:
     reply_key = SealingKey.generate()
-    done = await issuing.create_token(proof, request(reply_key), CLIENT)
+    done = await issuing.create_token(proof, request(reply_key, scopes=scopes), CLIENT)
     if isinstance(done.reply, CommandRejected):
         return done.reply
     assert isinstance(done.reply, NewToken), done.reply
@@ -68,8 +69,13 @@ async def created_token(
 
 
 async def test_issued_token_opens_with_the_reply_key_and_verifies(
-    issuing: CredentialCommands, verifier: Verifier, store: MemoryStore, alice: AccountView
+    accounts: AccountCommands,
+    issuing: CredentialCommands,
+    verifier: Verifier,
+    store: MemoryStore,
+    alice: AccountView,
 ) -> None:
+    await grant(accounts, ALICE, "read", "write")
     reply_key = SealingKey.generate()
     asked = request(reply_key, scopes=("write", "read", "write"), expires_in=timedelta(days=30))
 
@@ -154,6 +160,40 @@ async def test_issue_token_for_unknown_account_is_rejected(
 
     assert done.reply == CommandRejected(reason="unknown_account")
     assert (done.audit, store.tokens) == ((), {})
+
+
+# --- scopes only inside the account's grant (A8) ---------------------------------------------
+
+
+@pytest.mark.parametrize("asker", ["operator", "self-service"])
+async def test_a_token_beyond_the_accounts_grant_is_refused_naming_the_missing_scopes(
+    accounts: AccountCommands,
+    issuing: CredentialCommands,
+    store: MemoryStore,
+    alice: AccountView,
+    asker: str,
+) -> None:
+    """Nobody grants themselves a scope; an operator's token is bound by the grant too."""
+    await grant(accounts, ALICE, "read")
+    asked = ("read", "billing", "admin")
+
+    if asker == "operator":
+        refusal = (await issuing.issue_token(ALICE, request(scopes=asked))).reply
+    else:
+        refusal = await created_token(issuing, login(), scopes=asked)
+    inside = await created_token(issuing, login(), scopes=("read",))
+
+    assert refusal == CommandRejected(reason="scope_not_granted", detail="admin billing")
+    assert not isinstance(inside, CommandRejected)
+    assert [t.scopes for t in store.tokens.values()] == [("read",)]
+
+
+async def test_scopes_are_checked_only_after_the_password_so_a_stranger_learns_nothing(
+    issuing: CredentialCommands, alice: AccountView
+) -> None:
+    refused = await created_token(issuing, login("not the password"), scopes=("admin",))
+
+    assert refused == CommandRejected(reason="invalid_credentials")
 
 
 # --- create (self-service, A5) --------------------------------------------------------------
@@ -261,6 +301,7 @@ async def test_token_list_never_holds_the_token_but_a_hint_of_its_end(
     accounts: AccountCommands, issuing: CredentialCommands, clock: FakeClock, alice: AccountView
 ) -> None:
     await create_account(accounts, BOB, BOB_PASSWORD)
+    await grant(accounts, ALICE, "read")
     first, first_token = await issue_token(issuing, ALICE, scopes=("read",))
     clock.advance(timedelta(seconds=1))
     second, second_token = await issue_token(issuing, ALICE)

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from authbus_authz.core.accounts import AccountCommands
-from authbus_authz.core.issuing import CredentialCommands
+from authbus_authz.core.issuing import CredentialCommands, Request
 from authbus_authz.core.verifier import Verifier
 from authbus_authz.stores.memory import MemoryStore
 from authbus_shared import apikeys
@@ -28,6 +28,7 @@ from .support import (
     api_key,
     create_account,
     create_key,
+    grant,
     request,
     verdict_of,
 )
@@ -39,8 +40,9 @@ async def alice(accounts: AccountCommands) -> AccountView:
 
 
 async def test_created_key_opens_from_the_reply_and_is_well_formed(
-    issuing: CredentialCommands, alice: AccountView
+    accounts: AccountCommands, issuing: CredentialCommands, alice: AccountView
 ) -> None:
+    await grant(accounts, ALICE, "read", "admin")
     reply_key = SealingKey.generate()
 
     done = await issuing.create_key(
@@ -60,9 +62,10 @@ async def test_created_key_opens_from_the_reply_and_is_well_formed(
 
 
 async def test_created_key_verifies_as_a_valid_deprecated_key_of_its_account(
-    issuing: CredentialCommands, verifier: Verifier, alice: AccountView
+    accounts: AccountCommands, issuing: CredentialCommands, verifier: Verifier, alice: AccountView
 ) -> None:
     """A3: `EMAIL/key` with the key; marked deprecated for the api's Deprecation header."""
+    await grant(accounts, ALICE, "read")
     issued, key = await create_key(issuing, ALICE, scopes=("read",))
 
     verdict = await verdict_of(verifier, api_key("alice@example.io", key))
@@ -194,3 +197,58 @@ async def test_revoking_a_key_that_is_not_yours_is_rejected_as_unknown(
     assert done.reply == CommandRejected(reason="unknown_key")
     assert (done.audit, done.changes) == ((), ())
     assert (await verdict_of(verifier, api_key(ALICE, key))).outcome is Outcome.VALID
+
+
+# --- scopes only inside the grant, and inside the asking credential (A8) ---------------------
+
+
+def made_by(within: tuple[str, ...] | None, *scopes: str) -> Request:
+    """A key request as the api sends it: `within` the caller's token's or key's scopes."""
+    return dataclasses.replace(request(scopes=scopes), within=within)
+
+
+@pytest.mark.parametrize(
+    ("within", "asked", "missing"),
+    [
+        (None, ("read", "write", "admin"), "admin"),  # an operator, or a password: the grant
+        (("read",), ("read", "write"), "write"),  # a token with `read` cannot mint `write`
+        ((), ("read",), "read"),  # a token without scopes mints keys without scopes
+        (("read", "admin"), ("admin",), "admin"),  # nor can it pass on what is not granted
+    ],
+    ids=["grant", "caller", "caller-without-scopes", "caller-beyond-grant"],
+)
+async def test_a_key_beyond_the_grant_or_the_asking_credential_is_refused(
+    accounts: AccountCommands,
+    issuing: CredentialCommands,
+    store: MemoryStore,
+    alice: AccountView,
+    within: tuple[str, ...] | None,
+    asked: tuple[str, ...],
+    missing: str,
+) -> None:
+    await grant(accounts, ALICE, "read", "write")
+
+    done = await issuing.create_key(AccountRef(email=ALICE), made_by(within, *asked))
+
+    assert done.reply == CommandRejected(reason="scope_not_granted", detail=missing)
+    assert (done.audit, store.api_keys) == ((), {})
+
+
+@pytest.mark.parametrize(
+    ("within", "asked"),
+    [(None, ("read", "write")), (("read", "write", "admin"), ("write",)), ((), ())],
+    ids=["password", "inside-both", "nothing-asked"],
+)
+async def test_a_key_inside_the_grant_and_the_asking_credential_is_created(
+    accounts: AccountCommands,
+    issuing: CredentialCommands,
+    alice: AccountView,
+    within: tuple[str, ...] | None,
+    asked: tuple[str, ...],
+) -> None:
+    await grant(accounts, ALICE, "read", "write")
+
+    done = await issuing.create_key(AccountRef(account_id=alice.id), made_by(within, *asked))
+
+    assert isinstance(done.reply, NewKey)
+    assert done.reply.key.scopes == asked

@@ -36,6 +36,7 @@ from .support import (
     bearer,
     create_account,
     create_key,
+    grant,
     issue_token,
     password,
     verdict_of,
@@ -62,8 +63,9 @@ async def alice(accounts: AccountCommands) -> AccountView:
 
 
 async def test_bearer_token_is_valid_with_its_account_and_scopes(
-    issuing: CredentialCommands, verifier: Verifier, alice: AccountView
+    accounts: AccountCommands, issuing: CredentialCommands, verifier: Verifier, alice: AccountView
 ) -> None:
+    await grant(accounts, ALICE, "read")
     issued, token = await issue_token(issuing, ALICE, scopes=("read",))
 
     checked = await verifier.verify(bearer(token))
@@ -336,8 +338,9 @@ async def test_disabled_account_is_disabled_only_after_the_right_password(
 
 
 async def test_legacy_key_is_valid_deprecated_with_its_record(
-    issuing: CredentialCommands, verifier: Verifier, alice: AccountView
+    accounts: AccountCommands, issuing: CredentialCommands, verifier: Verifier, alice: AccountView
 ) -> None:
+    await grant(accounts, ALICE, "read")
     issued, key = await create_key(issuing, ALICE, scopes=("read",), expires_in=timedelta(days=1))
 
     verdict = await verdict_of(verifier, api_key("alice@EXAMPLE.io", key))

@@ -188,7 +188,9 @@ class AuthzClient:
         name: str,
         scopes: tuple[str, ...] = (),
         expires_in_s: int | None = None,
+        within: tuple[str, ...] | None = None,
     ) -> Secret | Refusal:
+        """A legacy key; `within`: the scopes of the token or key asking for it (SPEC A8)."""
         return await self._secret(
             lambda reply_key: CreateKey(
                 account=account,
@@ -196,6 +198,7 @@ class AuthzClient:
                 scopes=scopes,
                 expires_in_s=expires_in_s,
                 reply_key=reply_key,
+                within=within,
             ),
             _key_of(account),
         )

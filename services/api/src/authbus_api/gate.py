@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from authbus_api.core.access import Denied, Principal
 from authbus_api.core.credentials import Unreadable, parse_authorization
 from authbus_api.core.errors import Error
 from authbus_api.core.quota import Admit, Need, RatePolicy, RateState, Refuse, Scope
@@ -25,8 +26,6 @@ from authbus_api.metrics import ApiMetrics
 from authbus_api.rate import RateLimiter
 from authbus_shared.authz_client import NoSealingKey, Verdict
 from authbus_shared.contracts.authz import (
-    AccountView,
-    AuthMethod,
     CredentialVerified,
     Outcome,
     RequestFailed,
@@ -55,18 +54,6 @@ class UsageSink(Protocol):
     def used(self, who: Principal, at: datetime) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a valid credential belongs to, and what it may do."""
-
-    account: AccountView
-    method: AuthMethod
-    scopes: tuple[str, ...]
-    credential_id: str | None
-    mfa: bool = False
-    deprecated: bool = False
-
-
 class ApiError(Exception):
     """An answer from the error catalog, with extra headers."""
 
@@ -76,9 +63,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def unauthorized(error: Error) -> ApiError:
+def unauthorized(error: Error) -> Denied:
     challenge = CHALLENGE if error is Error.MISSING_TOKEN else INVALID_CHALLENGE
-    return ApiError(error, {"WWW-Authenticate": challenge})
+    return Denied(error, {"WWW-Authenticate": challenge})
 
 
 @dataclass
@@ -91,44 +78,45 @@ class Gate:
     usage: UsageSink
     metrics: ApiMetrics
     deprecation: dict[str, str] = field(default_factory=dict)  # headers for legacy-key answers
-    _inflight: dict[bytes, asyncio.Future[CredentialVerified]] = field(default_factory=dict)
+    _inflight: dict[bytes, asyncio.Future[CredentialVerified | Denied]] = field(
+        default_factory=dict
+    )
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        """Who is asking, or raises the ApiError to answer."""
+    async def identify(
+        self, authorization: str | None, client: str | None = None
+    ) -> Principal | Denied:
+        """Who is asking, or why nobody valid is (the 401 to answer, or authz's 429/503).
+        `client`: the real client's address, for authz's failed-login throttle (A10)."""
         credential = parse_authorization(authorization)
         if isinstance(credential, Unreadable):
             self.metrics.verdicts.labels(outcome=credential.value).inc()
-            raise unauthorized(
+            return unauthorized(
                 Error.MISSING_TOKEN if credential is Unreadable.MISSING else Error.INVALID_TOKEN
             )
         digest = self.digest(credential)
         verdict = self.cache.get(digest, utcnow())
         self.metrics.cache.labels(result="miss" if verdict is None else "hit").inc()
         if verdict is None:
-            verdict = await self._ask(digest, credential)
+            asked = await self._ask(digest, credential, client)
+            if isinstance(asked, Denied):
+                return asked
+            verdict = asked
         self.metrics.verdicts.labels(outcome=verdict.outcome.value).inc()
         who = self._principal(verdict)
         if who is not None:
             return who
         if verdict.outcome is Outcome.NEEDS_TOKEN:
-            raise unauthorized(Error.TOKEN_REQUIRED)
+            return unauthorized(Error.TOKEN_REQUIRED)
         if verdict.outcome is Outcome.THROTTLED:
-            raise ApiError(Error.LOGIN_THROTTLED, {"Retry-After": str(verdict.retry_after_s or 1)})
-        raise unauthorized(Error.INVALID_TOKEN)
+            return Denied(Error.LOGIN_THROTTLED, {"Retry-After": str(verdict.retry_after_s or 1)})
+        return unauthorized(Error.INVALID_TOKEN)
 
-    def cached(self, authorization: str | None) -> Principal | None:
-        """The hot path's authentication: who a credential seen recently belongs to, straight
-        from the verdict cache; None for anything else (no credential, a miss, a denial),
-        which then takes `authenticate`."""
-        credential = parse_authorization(authorization)
-        if isinstance(credential, Unreadable):
-            return None
-        verdict = self.cache.get(self.digest(credential), utcnow())
-        if verdict is None or verdict.outcome is not Outcome.VALID:
-            return None
-        self.metrics.cache.labels(result="hit").inc()
-        self.metrics.verdicts.labels(outcome=verdict.outcome.value).inc()
-        return self._principal(verdict)
+    async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
+        """`identify`, raising the ApiError to answer."""
+        who = await self.identify(authorization, client)
+        if isinstance(who, Denied):
+            raise ApiError(who.error, dict(who.headers))
+        return who
 
     def _principal(self, verdict: CredentialVerified) -> Principal | None:
         """Who a valid verdict names (its use recorded for last-used times), else None."""
@@ -145,14 +133,20 @@ class Gate:
         self.usage.used(who, utcnow())
         return who
 
-    async def _ask(self, digest: bytes, credential: SealedCredential) -> CredentialVerified:
+    async def _ask(
+        self, digest: bytes, credential: SealedCredential, client: str | None
+    ) -> CredentialVerified | Denied:
+        """authz's verdict, one question per credential at a time (single flight); a 503
+        when authz cannot answer (never a guessed yes)."""
         running = self._inflight.get(digest)
         if running is not None:
             return await asyncio.shield(running)
-        future: asyncio.Future[CredentialVerified] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[CredentialVerified | Denied] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._inflight[digest] = future
         try:
-            verdict = await self._verify(digest, credential)
+            verdict = await self._verify(digest, credential, client)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # waiters re-raise it; mark it retrieved for the lone caller
@@ -162,73 +156,72 @@ class Gate:
         future.set_result(verdict)
         return verdict
 
-    async def _verify(self, digest: bytes, credential: SealedCredential) -> CredentialVerified:
+    async def _verify(
+        self, digest: bytes, credential: SealedCredential, client: str | None
+    ) -> CredentialVerified | Denied:
         try:
-            reply = await self.authz.verify(credential, partition_key=digest)
-        except (RpcTimeout, NoSealingKey) as exc:
-            raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"}) from exc
+            reply = await self.authz.verify(credential, partition_key=digest, client=client)
+        except (RpcTimeout, NoSealingKey):
+            return Denied(Error.UNAVAILABLE, {"Retry-After": "1"})
         if isinstance(reply, RequestFailed):
-            raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"})
+            return Denied(Error.UNAVAILABLE, {"Retry-After": "1"})
         return self.cache.admit(digest, reply, utcnow())
 
-    async def limit(self, who: Principal, route: str) -> dict[str, str]:
+    async def rate(self, who: Principal, route: str) -> dict[str, str] | Denied:
         """Check and count one request of this account on `route` against every policy that
-        applies (R1, R2): the headers to answer with (R5), or raises ApiError (429, or 503 for
-        a fail-closed policy without its owner). Answers to a legacy key carry the
+        applies (R1, R2): the headers to answer with (R5), or the refusal (429, or 503 for a
+        fail-closed policy without its owner). Answers to a legacy key carry the
         deprecation headers either way."""
         extra = self.deprecation if who.deprecated else {}
-        return await self._limit("account", f"acct:{who.account.id}", route, extra)
+        return await self._rate("account", f"acct:{who.account.id}", route, extra)
+
+    async def rate_anonymous(self, address: str, route: str) -> dict[str, str] | Denied:
+        """The same for a request without valid credentials, per client address (R6)."""
+        return await self._rate("address", f"addr:{address}", route, {})
+
+    async def limit(self, who: Principal, route: str) -> dict[str, str]:
+        """`rate`, raising the ApiError to answer."""
+        return _raised(await self.rate(who, route))
 
     async def limit_anonymous(self, address: str, route: str) -> dict[str, str]:
-        """The same for a request without valid credentials, per client address (R6)."""
-        return await self._limit("address", f"addr:{address}", route, {})
-
-    async def try_limit(self, who: Principal, route: str) -> dict[str, str] | None:
-        """`limit` for the hot path: the headers when admitted, None otherwise (nothing is
-        counted for a refusal then: the caller takes the slow path, which does)."""
-        needs = self._needs("account", f"acct:{who.account.id}", route)
-        extra = self.deprecation if who.deprecated else {}
-        if not needs:
-            return extra
-        decision = await self.limiter.admit(needs)
-        if not isinstance(decision, Admit):
-            return None
-        return self._admitted(needs, decision, extra)
+        """`rate_anonymous`, raising the ApiError to answer."""
+        return _raised(await self.rate_anonymous(address, route))
 
     def _needs(self, scope: Scope, subject: str, route: str) -> list[Need]:
         return [Need(p, subject) for p in self.policies if p.applies(route, scope)]
 
-    def _admitted(
-        self, needs: list[Need], decision: Admit, extra: dict[str, str]
-    ) -> dict[str, str]:
-        for policy in decision.fallback:
-            mode = next(n.policy.fail_mode for n in needs if n.policy.lease.name == policy)
-            self.metrics.rate_fallback.labels(policy=policy, mode=mode).inc()
-        self._count(needs, "allowed")
-        return rate_headers(decision.states, utcnow()) | extra
-
-    async def _limit(
+    async def _rate(
         self, scope: Scope, subject: str, route: str, extra: dict[str, str]
-    ) -> dict[str, str]:
+    ) -> dict[str, str] | Denied:
         needs = self._needs(scope, subject, route)
         if not needs:
             return extra
         decision = await self.limiter.admit(needs)
         now = utcnow()
         if isinstance(decision, Admit):
-            return self._admitted(needs, decision, extra)
+            for policy in decision.fallback:
+                mode = next(n.policy.fail_mode for n in needs if n.policy.lease.name == policy)
+                self.metrics.rate_fallback.labels(policy=policy, mode=mode).inc()
+            self._count(needs, "allowed")
+            return rate_headers(decision.states, now) | extra
         if isinstance(decision, Refuse):
             self._count(needs, "locked" if decision.locked else "limited")
             headers = rate_headers(decision.states, now)
             headers["Retry-After"] = str(seconds_until(decision.retry_at, now))
-            raise ApiError(Error.TOO_MANY_REQUESTS, headers | extra)
+            return Denied(Error.TOO_MANY_REQUESTS, headers | extra)
         self.metrics.rate_fallback.labels(policy=decision.policy, mode="closed").inc()
         self._count(needs, "unavailable")
-        raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"} | extra)
+        return Denied(Error.UNAVAILABLE, {"Retry-After": "1"} | extra)
 
     def _count(self, needs: list[Need], result: str) -> None:
         for need in needs:
             self.metrics.rate.labels(policy=need.policy.lease.name, result=result).inc()
+
+
+def _raised(result: dict[str, str] | Denied) -> dict[str, str]:
+    if isinstance(result, Denied):
+        raise ApiError(result.error, dict(result.headers))
+    return result
 
 
 def rate_headers(states: tuple[RateState, ...], now: datetime) -> dict[str, str]:

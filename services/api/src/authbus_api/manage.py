@@ -1,4 +1,5 @@
-"""The management API under /v0 (SPEC G1): sign-up, tokens, legacy keys, login 2FA.
+"""The management API under /v0 (SPEC G1): sign-up, tokens, legacy keys, login 2FA, and the
+operators' scope grants.
 
 Every operation is a command to authz over Kafka (`AuthzClient`); secrets come back sealed to a
 one-time key of this call and are shown once, in the 201 answer, never again (lists show a
@@ -9,6 +10,14 @@ account id): a token or key id of another account is "no such resource".
 Creating a token is a login: the password (and the TOTP code when 2FA is on) travel sealed to
 authz, which throttles failures (A10); sign-up and token creation count per client address
 (R6) like every request without a credential.
+
+Scopes (A8): authz gives a new token or key only scopes inside the account's grant; a key made
+by a token or key also only scopes inside the caller's (`CreateKey.within`, filled here from
+the verified caller; None for a password, the account's master credential). Beyond either:
+403 `scope_not_granted`. The grant itself is changed by operators: the CLI, or
+`PUT /v0/accounts/{account_id}/scopes` for a caller holding the `admin` scope, which replaces
+it. The caller's scopes are authz's effective ones (inside the account's current grant), so
+`admin` here is always an operator's grant, never a scope a user gave their own token.
 """
 
 from __future__ import annotations
@@ -22,12 +31,17 @@ import segno
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from authbus_api.core.access import Principal
 from authbus_api.core.errors import Error
-from authbus_api.gate import ApiError, Gate, Principal
+from authbus_api.gate import ApiError, Gate
 from authbus_shared.authz_client import Refusal, Secret
+from authbus_shared.contracts.authz import AuthMethod
 from authbus_shared.contracts.commands import (
+    MAX_GRANT,
     AccountRef,
+    AccountScopes,
     CommandRejected,
+    GrantScopes,
     KeyList,
     ListKeys,
     ListTokens,
@@ -65,6 +79,7 @@ REFUSALS: dict[str, Error] = {
     "totp_not_pending": Error.BAD_REQUEST,
     "keys_disabled": Error.FORBIDDEN,
     "throttled": Error.LOGIN_THROTTLED,
+    "scope_not_granted": Error.SCOPE_NOT_GRANTED,
 }
 
 
@@ -89,6 +104,7 @@ class Commands(Protocol):
         name: str,
         scopes: tuple[str, ...] = (),
         expires_in_s: int | None = None,
+        within: tuple[str, ...] | None = None,
     ) -> Secret | Refusal: ...
     async def enroll_totp(self, account: AccountRef) -> Secret | Refusal: ...
     async def confirm_totp(self, account: AccountRef, code: str) -> Contract: ...
@@ -140,6 +156,17 @@ class Created(BaseModel):
     two_factor: bool = False
 
 
+class GrantIn(_In):
+    scopes: Scopes = Field(max_length=MAX_GRANT, description="the account's whole new grant")
+
+
+class Grant(BaseModel):
+    """An account's grant: the scopes its tokens and keys may carry."""
+
+    account_id: str
+    scopes: Scopes
+
+
 class CodeIn(_In):
     code: str = Field(min_length=6, max_length=10)
 
@@ -178,6 +205,12 @@ async def _secret(expected: type[R], call: Awaitable[Secret | Refusal]) -> tuple
     if not isinstance(secret.reply, expected):
         raise refused(secret.reply)
     return secret.reply, secret.value
+
+
+def caller_scopes(who: Principal) -> tuple[str, ...] | None:
+    """What a new key made by this caller must stay within (A8): a token's or key's scopes;
+    None for a password (the account's master credential: the grant alone bounds it)."""
+    return who.scopes if who.method in (AuthMethod.TOKEN, AuthMethod.KEY) else None
 
 
 def qr_svg(uri: str) -> str:
@@ -227,6 +260,19 @@ def management_routes(  # noqa: PLR0915 - one closure per route
         account = created.account
         return Account(id=account.id, email=account.email, locale=account.locale)
 
+    @router.put("/accounts/{account_id}/scopes", tags=["account"], responses=errors | {404: {}})
+    async def grant(account_id: str, body: GrantIn, request: Request, response: Response) -> Grant:
+        """Replace an account's grant (operators: a credential with the `admin` scope). Its
+        tokens and keys keep only the scopes inside the new grant, on every instance."""
+        who = await caller(request, response, "PUT /v0/accounts/{account_id}/scopes")
+        if ADMIN_SCOPE not in who.scopes:
+            raise ApiError(Error.FORBIDDEN)
+        command = GrantScopes(
+            account=AccountRef(account_id=account_id[:64]), exactly=tuple(body.scopes)
+        )
+        granted = await _expect(AccountScopes, commands.ask(command, account_id[:64]))
+        return Grant(account_id=granted.account_id, scopes=list(granted.scopes))
+
     @router.post("/tokens", status_code=201, tags=["tokens"], responses=errors)
     async def create_token(body: NewTokenIn, request: Request, response: Response) -> Created:
         """Log in for a new API token: email and password, and the TOTP code when 2FA is on
@@ -274,7 +320,11 @@ def management_routes(  # noqa: PLR0915 - one closure per route
         reply, key = await _secret(
             NewKey,
             commands.create_key(
-                own(who), name=body.name, scopes=tuple(body.scopes), expires_in_s=body.expires_in_s
+                own(who),
+                name=body.name,
+                scopes=tuple(body.scopes),
+                expires_in_s=body.expires_in_s,
+                within=caller_scopes(who),
             ),
         )
         issued = reply.key

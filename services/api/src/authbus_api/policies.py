@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from authbus_api.core.quota import RatePolicy
-from authbus_api.routes import RouteTable
+from authbus_api.core.routing import RouteTable
 from authbus_shared.contracts.ratelimit import LeasePolicy
 from authbus_shared.settings import ConfigError
 
@@ -122,10 +122,10 @@ def with_routes(policies: tuple[RatePolicy, ...], routes: RouteTable) -> tuple[R
     named: dict[str, set[str]] = {}
     known = {p.lease.name for p in policies}
     for route in routes.routes:
-        for name in route.config.policies:
+        for name in route.policies:
             if name not in known:
                 raise ConfigError(f"route {route.template} names unknown rate policy {name!r}")
-            ids = {route.route_id(m) for m in route.config.methods}
+            ids = {route.route_id(m) for m in route.methods}
             named.setdefault(name, set()).update(ids)
     return tuple(
         replace(p, routes=p.routes | frozenset(named[p.lease.name]))

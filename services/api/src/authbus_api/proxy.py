@@ -12,14 +12,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from authbus_api.gate import Principal
+from authbus_api.core.access import Principal
+from authbus_api.core.identity import identity_headers
 
 HOP_BY_HOP = frozenset(
     {
@@ -49,7 +50,7 @@ def _end_to_end(
     return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() not in named]
 
 
-def upstream_headers(request: Request, who: Principal) -> list[tuple[str, str]]:
+def upstream_headers(request: Request, who: Principal | None) -> list[tuple[str, str]]:
     """What the upstream gets: the client's end-to-end headers without its credential, its
     host or any identity header it made up; then who it is and where it came from."""
     dropped = {"authorization", "host", "content-length"}
@@ -64,23 +65,11 @@ def upstream_headers(request: Request, who: Principal) -> list[tuple[str, str]]:
     prior = request.headers.get("x-forwarded-for")
     return [
         *kept,
-        *identity_headers(who).items(),
+        *(identity_headers(who).items() if who is not None else ()),
         ("X-Forwarded-For", f"{prior}, {peer}" if prior else peer),
         ("X-Forwarded-Proto", request.url.scheme),
         ("X-Forwarded-Host", request.headers.get("host", "")),
     ]
-
-
-def identity_headers(who: Principal) -> dict[str, str]:
-    """Who the caller is, for an upstream to trust (the gateway, forward auth)."""
-    account = who.account
-    return {
-        "X-Authbus-Account-Id": account.id,
-        "X-Authbus-Account-Email": account.email,
-        "X-Authbus-Scopes": " ".join(who.scopes),
-        "X-Authbus-Auth-Method": who.method.value,
-        "X-Authbus-Locale": account.locale or "",
-    }
 
 
 class Upstreams:
@@ -95,13 +84,21 @@ class Upstreams:
         await self._client.aclose()
 
     async def forward(
-        self, request: Request, upstream: str, who: Principal, extra: dict[str, str]
+        self,
+        request: Request,
+        upstream: str,
+        path: str,
+        who: Principal | None,
+        extra: Mapping[str, str],
     ) -> StreamingResponse:
-        """Send the request on to `upstream` (base URL) and stream its answer back, with
-        `extra` headers (rate limits, deprecation) added."""
-        url = upstream.rstrip("/") + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
+        """Send the request on to `upstream` (base URL) at `path` (the normalised path the
+        access decision matched: the one form judged is the one sent) with the query as the
+        client sent it, and stream the answer back with `extra` headers (rate limits,
+        deprecation) added."""
+        url = upstream.rstrip("/") + path
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        if query:
+            url += "?" + query
         has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or (
             "content-length" in request.headers or "transfer-encoding" in request.headers
         )

@@ -1,40 +1,45 @@
 """Declared routes (SPEC E4, G2): what the api fronts, from a TOML file.
 
-One `[[route]]` table per route: a path template (`/v1/projects/{id}`, Starlette syntax), its
-methods, the upstream it is proxied to, whether it is released, the scopes a caller needs, the
-rate policies it adds (by name, from the policies file) and, optionally, its own JSON error
-shape. Matching: the first route whose template matches the path; a path no route matches is
-404, a matching path with another method is 405 with `Allow` (every method of every route on
-that path), an unreleased route is 418, a caller without a required scope is 403.
+One `[[route]]` table per route: a path template (`/v1/projects/{id}`; `{name}`,
+`{name:int}`, `{name:uuid}`, `{rest:path}`; see `core/routing.py`), its methods, the upstream
+it is proxied to, whether it is released, whether it is public (no credential needed; still
+limited per client address, R6), the scopes a caller needs, the rate policies it adds (by
+name, from the policies file), the largest request body it takes and, optionally, its own
+JSON error shape. How a request is matched and judged: `core/access.py`.
+
+A template must be canonical (what `core/paths.py` makes of a request path: no `//`, no dot
+segments, no trailing slash, no `;`) and may not take a path of the api's own (`/v0`,
+`/.well-known`).
 
 Errors: a bad file stops the api at start, naming the problem (`ConfigError`).
 """
 
 from __future__ import annotations
 
-import re
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
-from starlette.routing import compile_path
 
+from authbus_api.core.routing import RouteSpec, RouteTable, TemplateError, compile_template
 from authbus_shared.settings import ConfigError
 
 METHOD = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+RESERVED = ("/v0", "/.well-known")
 
 
 class RouteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(pattern=r"^/[^\s?#]*$", max_length=500)
+    path: str = Field(max_length=500)
     methods: tuple[METHOD, ...] = Field(min_length=1)
     upstream: HttpUrl
     released: bool = True
+    public: bool = False
     scopes: tuple[str, ...] = ()
     policies: tuple[str, ...] = ()
+    max_body_bytes: int | None = Field(default=None, ge=0)
     error_shape: Literal["simple", "structured"] | None = None
 
     @field_validator("methods", mode="before")
@@ -44,59 +49,35 @@ class RouteConfig(BaseModel):
             return tuple(str(v).upper() for v in value)
         return value
 
-    @property
-    def id(self) -> str:
-        """The route's id for policies and logs: `METHOD /template` per method."""
-        return self.path
+    @field_validator("path")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        try:
+            compile_template(value)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from exc
+        if any(value == p or value.startswith(p + "/") for p in RESERVED):
+            raise ValueError(f"{value!r} is under one of the api's own paths {RESERVED}")
+        return value
+
+    def spec(self) -> RouteSpec:
+        return RouteSpec(
+            template=self.path,
+            methods=frozenset(self.methods),
+            upstream=str(self.upstream),
+            released=self.released,
+            auth="none" if self.public else "credential",
+            scopes=frozenset(self.scopes),
+            policies=self.policies,
+            error_shape=self.error_shape,
+            max_body_bytes=self.max_body_bytes,
+        )
 
 
 class RoutesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     route: list[RouteConfig] = Field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    config: RouteConfig
-    pattern: re.Pattern[str]
-
-    @property
-    def template(self) -> str:
-        return self.config.path
-
-    def route_id(self, method: str) -> str:
-        return f"{method} {self.config.path}"
-
-
-@dataclass(frozen=True, slots=True)
-class Matched:
-    route: Route
-    path_params: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class WrongMethod:
-    allow: tuple[str, ...]
-
-
-class RouteTable:
-    def __init__(self, routes: list[RouteConfig]) -> None:
-        self.routes = [Route(r, compile_path(r.path)[0]) for r in routes]
-
-    def match(self, path: str, method: str) -> Matched | WrongMethod | None:
-        """The route for a request, the methods the path allows, or None (404)."""
-        allowed: list[str] = []
-        for route in self.routes:
-            found = route.pattern.match(path)
-            if found is None:
-                continue
-            if method in route.config.methods or (
-                method == "HEAD" and "GET" in route.config.methods
-            ):
-                return Matched(route, found.groupdict())
-            allowed += [m for m in route.config.methods if m not in allowed]
-        return WrongMethod(tuple(allowed)) if allowed else None
 
 
 def load_routes(path: Path | None) -> RouteTable:
@@ -107,4 +88,4 @@ def load_routes(path: Path | None) -> RouteTable:
         parsed = RoutesFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
         raise ConfigError(f"routes file {path}: {exc}") from exc
-    return RouteTable(parsed.route)
+    return RouteTable(r.spec() for r in parsed.route)

@@ -18,7 +18,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from authbus_api.app import create_app, edge, fast_forward_auth
+from authbus_api.app import HttpOptions, build_http
 from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
 from authbus_api.http.errors import ErrorStyle
@@ -115,25 +115,21 @@ async def run(settings: ApiSettings) -> int:
             metrics=metrics,
             deprecation=settings.deprecation_headers,
         )
-        app = edge(
-            fast_forward_auth(
-                create_app(
-                    gate,
-                    views.keys,
-                    trusted=settings.rate.trusted_proxies,
-                    errors=ErrorStyle(
-                        Catalogs.load(), settings.default_locale, settings.error_shape
-                    ),
-                    routes=routes,
-                    upstreams=upstreams,
-                    commands=authz,
-                    signup=settings.signup,
-                ),
-                gate,
-                routes,
-            ),
-            ops_app(registry, probes),
+        app = build_http(
+            gate,
+            views.keys,
             metrics,
+            ops_app(registry, probes),
+            HttpOptions(
+                trusted=settings.trusted_proxies,
+                errors=ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape),
+                routes=routes,
+                upstreams=upstreams,
+                commands=authz,
+                signup=settings.signup,
+                dialect=settings.forward_auth.dialect,
+                unmatched=settings.forward_auth.unmatched,
+            ),
         )
         server, server_task = await start_http(http_config(app, settings))
         stack.push_async_callback(stop_http, server, server_task)
@@ -156,6 +152,7 @@ def http_config(app: ASGIApp, settings: ApiSettings) -> uvicorn.Config:
         access_log=False,
         lifespan="off",
         server_header=False,
+        proxy_headers=False,  # one client-address mechanism: http/request.py
     )
 
 

@@ -34,9 +34,28 @@ class RateSettings(BaseModel):
         ge=0,
         description="A slice is not spent in its window's last moments (clock skew with Kafka).",
     )
-    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
-        default_factory=list,
-        description="Proxies whose X-Forwarded-For is believed (R6), as CIDRs in a JSON list.",
+
+
+def _loopback() -> list[IPv4Network | IPv6Network]:
+    return [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
+
+
+class ForwardAuthSettings(BaseModel):
+    """Forward auth (G3): which proxy asks, and what an undeclared path gets (A11)."""
+
+    dialect: Literal["nginx", "traefik", "envoy"] = Field(
+        default="nginx",
+        description=(
+            "The proxy in front: nginx (X-Original-Method/-URI), traefik (X-Forwarded-Method/"
+            "-Uri) or envoy (ext_authz path_prefix /v0/forward-auth); only its headers count."
+        ),
+    )
+    unmatched: Literal["deny", "authenticate"] = Field(
+        default="deny",
+        description=(
+            "A path no declared route has: deny (404), or authenticate (any valid credential "
+            "passes, under the policies that apply everywhere)."
+        ),
     )
 
 
@@ -63,6 +82,14 @@ class ApiSettings(ServiceSettings):
         description="At start, read lockouts of this last stretch (the longest lockout).",
     )
     rate: RateSettings = Field(default_factory=RateSettings)
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=_loopback,
+        description=(
+            "Proxies (CIDRs, a JSON list) whose X-Forwarded-For names the real client (R6, "
+            "A10) and that may ask forward auth; default: loopback only."
+        ),
+    )
+    forward_auth: ForwardAuthSettings = Field(default_factory=ForwardAuthSettings)
     routes_file: Path | None = Field(
         default=None,
         description="TOML file of the routes to front (see config/routes.toml); unset: /v0 only.",

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from authbus_api.gate import Principal
+from authbus_api.core.access import Principal
 from authbus_shared.contracts.authz import AuthMethod
 from authbus_shared.contracts.envelope import utcnow, wrap
 from authbus_shared.contracts.events import CredentialsUsed, Use

@@ -43,6 +43,8 @@ from authbus_shared.contracts.commands import (
     CreateToken,
     DisableTotp,
     EnrollTotp,
+    GetAccount,
+    GrantScopes,
     IssueToken,
     ListKeys,
     ListTokens,
@@ -140,6 +142,8 @@ class AuthzHandlers:
                 route(CreateAccount, "create_account", self._create_account),
                 route(ChangePassword, "change_password", self._change_password),
                 route(SetAccountDisabled, "set_account_disabled", self._set_disabled),
+                route(GrantScopes, "grant_scopes", self.accounts.grant_scopes),
+                route(GetAccount, "get_account", self._get_account),
                 route(IssueToken, "issue_token", self._issue_token),
                 route(CreateToken, "create_token", self._create_token),
                 route(ListTokens, "list_tokens", self._list_tokens),
@@ -179,6 +183,9 @@ class AuthzHandlers:
     async def _set_disabled(self, r: SetAccountDisabled) -> Done:
         return await self.accounts.set_disabled(r.account, r.disabled)
 
+    async def _get_account(self, r: GetAccount) -> Done:
+        return await self.accounts.describe(r.account)
+
     async def _issue_token(self, r: IssueToken) -> Done:
         return await self.credentials.issue_token(r.email, _request(r))
 
@@ -195,7 +202,7 @@ class AuthzHandlers:
         return await self.credentials.revoke_token(r.token_id, r.account_id)
 
     async def _create_key(self, r: CreateKey) -> Done:
-        return await self.credentials.create_key(r.account, _request(r))
+        return await self.credentials.create_key(r.account, _request(r, within=r.within))
 
     async def _list_keys(self, r: ListKeys) -> Done:
         return await self.credentials.list_keys(r.account)
@@ -301,10 +308,14 @@ def route(
     return contract, (command, call)
 
 
-def _request(request: NewCredentialRequest) -> Request:
+def _request(request: NewCredentialRequest, within: tuple[str, ...] | None = None) -> Request:
     expires = timedelta(seconds=request.expires_in_s) if request.expires_in_s else None
     return Request(
-        name=request.name, scopes=request.scopes, expires_in=expires, reply_key=request.reply_key
+        name=request.name,
+        scopes=request.scopes,
+        expires_in=expires,
+        reply_key=request.reply_key,
+        within=within,
     )
 
 

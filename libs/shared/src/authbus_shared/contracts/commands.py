@@ -5,6 +5,10 @@ the api acting for an authenticated user (names the account by id; self-service 
 need proof carry the user's password, sealed). Every secret is sealed both ways (SPEC A9): a
 password or TOTP code to authz's sealing key; a new token, key or TOTP secret to the asker's
 one-time `reply_key`.
+
+Scopes (SPEC A8) are granted to an account by operators (`GrantScopes`); a new token or key
+gets only scopes inside the account's grant, and, made by an authenticated credential
+(`CreateKey.within`), inside that credential's scopes. Beyond either: `scope_not_granted`.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
+from authbus_shared.contracts.authz import AccountView
 from authbus_shared.contracts.envelope import Contract, Frozen, register
 from authbus_shared.contracts.events import KeyIssued, TokenIssued
 
 MAX_LIFETIME_S = 10 * 365 * 86_400  # ten years
+MAX_GRANT = 100  # scopes an account may be granted (and so a list of them may hold)
 Scopes = tuple[str, ...]
 
 
@@ -81,6 +87,55 @@ class SetAccountDisabled(Contract):
 
     account: AccountRef
     disabled: bool
+
+
+@register
+class GrantScopes(Contract):
+    """An operator's order (SPEC A8): change the scopes an account may give its tokens and keys.
+
+    `add` and `remove` change the grant (each atomically; a scope in both is refused);
+    `exactly`, when set, replaces it (then `add` and `remove` must be empty). Replies
+    `AccountScopes`; publishes `AccountChanged(scopes_changed)`, so every api drops the
+    account's cached verdicts: a scope taken away stops applying to its tokens and keys."""
+
+    TYPE = "authz.GrantScopes"
+
+    account: AccountRef
+    add: Scopes = Field(default=(), max_length=MAX_GRANT)
+    remove: Scopes = Field(default=(), max_length=MAX_GRANT)
+    exactly: Scopes | None = Field(default=None, max_length=MAX_GRANT)
+
+
+@register
+class AccountScopes(Contract):
+    """Reply to GrantScopes: the account's grant after the change (sorted)."""
+
+    TYPE = "authz.AccountScopes"
+
+    account_id: str
+    scopes: Scopes
+
+
+@register
+class GetAccount(Contract):
+    """An operator's read: the account as authz holds it (never a secret)."""
+
+    TYPE = "authz.GetAccount"
+
+    account: AccountRef
+
+
+@register
+class AccountInfo(Contract):
+    """Reply to GetAccount."""
+
+    TYPE = "authz.AccountInfo"
+
+    account: AccountView
+    scopes: Scopes  # the grant (sorted)
+    totp_enabled: bool
+    disabled: bool
+    created_at: datetime
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -167,9 +222,14 @@ class RevokeToken(Contract):
 
 @register
 class CreateKey(NewCredentialRequest):
+    """`within`: None when an operator asks or the user proved the account's password; the
+    scopes of the caller's token or key when a credential asks (the api fills it from the
+    verified caller): the new key's scopes must be inside them too (SPEC A8)."""
+
     TYPE = "authz.CreateKey"
 
     account: AccountRef
+    within: Scopes | None = Field(default=None, max_length=MAX_GRANT)
 
 
 @register
@@ -284,6 +344,7 @@ Rejection = Literal[
     "totp_not_pending",
     "keys_disabled",
     "throttled",
+    "scope_not_granted",  # `detail`: the scopes asked for but not granted (space separated)
 ]
 
 

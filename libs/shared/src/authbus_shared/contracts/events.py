@@ -19,7 +19,9 @@ from pydantic import Field
 from authbus_shared.contracts.authz import AccountView, AuthMethod, CredentialKind
 from authbus_shared.contracts.envelope import Contract, Frozen, register
 
-AccountChange = Literal["password_changed", "totp_enabled", "totp_disabled", "disabled", "enabled"]
+AccountChange = Literal[
+    "password_changed", "totp_enabled", "totp_disabled", "disabled", "enabled", "scopes_changed"
+]
 
 
 @register

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 Network = IPv4Network | IPv6Network
+LOOPBACK: tuple[Network, ...] = (IPv4Network("127.0.0.0/8"), IPv6Network("::1/128"))
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
@@ -42,3 +43,9 @@ def _parse(text: str) -> IPv4Address | IPv6Address | None:
 
 def _is_trusted(address: IPv4Address | IPv6Address, trusted: Sequence[Network]) -> bool:
     return any(address in network for network in trusted)
+
+
+def trusted_peer(peer: str | None, trusted: Sequence[Network]) -> bool:
+    """Whether the TCP peer is one of the trusted proxies."""
+    address = _parse(peer) if peer else None
+    return address is not None and _is_trusted(address, trusted)

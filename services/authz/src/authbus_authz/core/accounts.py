@@ -1,11 +1,16 @@
-"""Account commands: create, change password, disable, login 2FA (SPEC A2, A5, A9).
+"""Account commands: create, change password, disable, login 2FA, scope grants, show
+(SPEC A2, A5, A8, A9).
 
 Everything that can turn a valid credential invalid publishes `AccountChanged` on the changes
 topic (every api drops the account's cached verdicts) and on the audit topic:
 - password changed: `credentials_changed_at` moves, so tokens issued before stop working
   (API keys are separate credentials and stay: revoke them explicitly);
 - 2FA switched on: password authentication is refused from now on (`needs_token`);
-- disabled: every credential of the account is refused.
+- disabled: every credential of the account is refused;
+- scopes changed (an operator's grant, A8; `scopes.py`): its credentials' effective scopes
+  change. The event is published on every grant command, even one that changed nothing (a
+  concurrent change may have), and its time is read after the write, so a verdict the api got
+  from a read before the write is never cached past it (`VerdictCache` compares `checked_at`).
 TOTP codes are good once (the accepted time step is claimed atomically); a wrong code counts
 as a failed login for throttling.
 """
@@ -20,12 +25,17 @@ from authbus_authz.core import totp
 from authbus_authz.core.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Passwords
 from authbus_authz.core.ports import Account, AccountStore, Clock, EmailTaken, RunBlocking
 from authbus_authz.core.results import Done, rejected
+from authbus_authz.core.scopes import normalized, valid_scopes
 from authbus_authz.core.throttle import Throttle, subject
 from authbus_authz.core.verifier import Verifier, account_view, email_key, throttled_events
 from authbus_shared.contracts.authz import CredentialKind, Outcome
 from authbus_shared.contracts.commands import (
+    MAX_GRANT,
+    AccountInfo,
     AccountRef,
+    AccountScopes,
     CommandRejected,
+    GrantScopes,
     Rejection,
     SealedPasswordChange,
     TotpEnrollment,
@@ -130,6 +140,45 @@ class AccountCommands:
         await self.store.update_account(account.id, {"disabled": disabled})
         return _changed(account.id, "disabled" if disabled else "enabled", now)
 
+    async def grant_scopes(self, order: GrantScopes) -> Done:
+        """An operator's order (A8): add, remove or replace the scopes the account may give its
+        tokens and keys. Replies the grant after the change."""
+        refusal = _bad_grant(order)
+        if refusal is not None:
+            return refusal
+        account = await resolve(self.store, order.account)
+        if account is None:
+            return rejected("unknown_account")
+        if len(_granted(account.scopes, order)) > MAX_GRANT:
+            return rejected("invalid_input", f"at most {MAX_GRANT} scopes")
+        if order.exactly is not None:
+            after = await self.store.update_account(
+                account.id, {"scopes": normalized(order.exactly)}
+            )
+        else:
+            after = await self.store.change_scopes(
+                account.id, normalized(order.add), normalized(order.remove)
+            )
+        if after is None:  # deleted meanwhile
+            return rejected("unknown_account")
+        changed = AccountChanged(account_id=account.id, change="scopes_changed", at=self.clock())
+        reply = AccountScopes(account_id=account.id, scopes=normalized(after.scopes))
+        return Done(reply, audit=(changed,), changes=(changed,))
+
+    async def describe(self, ref: AccountRef) -> Done:
+        """An operator's read: the account, its grant and its state (never a secret)."""
+        account = await resolve(self.store, ref)
+        if account is None:
+            return rejected("unknown_account")
+        info = AccountInfo(
+            account=account_view(account),
+            scopes=normalized(account.scopes),
+            totp_enabled=account.totp_enabled,
+            disabled=account.disabled,
+            created_at=account.created_at,
+        )
+        return Done(info)
+
     async def enroll_totp(self, ref: AccountRef, reply_key: str) -> Done:
         account = await resolve(self.store, ref)
         to = recipient(reply_key)
@@ -212,6 +261,25 @@ class AccountCommands:
 
 def _refusal(reason: Rejection, retry_after_s: int | None = None) -> CommandRejected:
     return CommandRejected(reason=reason, retry_after_s=retry_after_s)
+
+
+def _bad_grant(order: GrantScopes) -> Done | None:
+    """The refusal of a grant order that cannot be done as asked, else None."""
+    named = (*order.add, *order.remove, *(order.exactly or ()))
+    if not valid_scopes(named):
+        return rejected("invalid_input", "scopes")
+    if order.exactly is not None and (order.add or order.remove):
+        return rejected("invalid_input", "exactly replaces the grant: no add or remove with it")
+    if set(order.add) & set(order.remove):
+        return rejected("invalid_input", "a scope both added and removed")
+    return None
+
+
+def _granted(grant: tuple[str, ...], order: GrantScopes) -> set[str]:
+    """The grant an order would leave (to bound its size; the store makes the change)."""
+    if order.exactly is not None:
+        return set(order.exactly)
+    return (set(grant) - set(order.remove)) | set(order.add)
 
 
 def _changed(account_id: str, change: AccountChange, at: datetime) -> Done:

@@ -1,4 +1,4 @@
-"""Tokens and legacy keys: issue, list, revoke (SPEC A1, A3, A5, A7).
+"""Tokens and legacy keys: issue, list, revoke (SPEC A1, A3, A5, A7, A8).
 
 - An operator issues a token for any account (`amr: admin`). A user creates one with their
   password, and their current TOTP code when login 2FA is on; the token then records that
@@ -9,6 +9,12 @@
   never in an event. Listings show a hint (tokens) or prefix (keys), never enough to use.
 - Revocation is broadcast on the changes topic (every api drops its cached verdicts) and
   audited; a user can revoke only their own (the api passes their account id).
+- Scopes (A8, `scopes.py`): a new token or key gets only scopes inside the account's grant
+  (operators' tokens too), and a key asked for by a token or key (`Request.within`) only
+  scopes inside that credential's; anything else is `scope_not_granted`, naming the scopes.
+  Checked after the caller's proof (password, TOTP code), so the refusal tells a stranger
+  nothing about the grant.
+- A token's record keeps the SHA-256 of its text, so only that text verifies (`verifier.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Protocol
 from authbus_authz.core.accounts import AccountCommands, recipient, resolve
 from authbus_authz.core.keyring import KeyService
 from authbus_authz.core.ports import (
+    Account,
     AccountStore,
     ApiKeyRecord,
     ApiKeyStore,
@@ -29,8 +36,9 @@ from authbus_authz.core.ports import (
     TokenRecord,
     TokenStore,
 )
-from authbus_authz.core.results import Done, rejected, valid_scopes
-from authbus_authz.core.tokens import new_token_id, sign
+from authbus_authz.core.results import Done, rejected
+from authbus_authz.core.scopes import normalized, ungranted, valid_scopes
+from authbus_authz.core.tokens import issued_digest, new_token_id, sign
 from authbus_authz.core.verifier import Verifier
 from authbus_shared import apikeys
 from authbus_shared.contracts.authz import CredentialKind, Outcome
@@ -54,12 +62,14 @@ class IssuingStore(AccountStore, TokenStore, ApiKeyStore, Protocol):
 
 @dataclass(frozen=True)
 class Request:
-    """What every new credential needs: a name, scopes, a lifetime, where the secret goes."""
+    """What every new credential needs: a name, scopes, a lifetime, where the secret goes;
+    `within`: the scopes of the token or key that asks (None: an operator, or a password)."""
 
     name: str
     scopes: tuple[str, ...]
     expires_in: timedelta | None
     reply_key: str
+    within: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -79,7 +89,7 @@ class CredentialCommands:
         account = await resolve(self.store, AccountRef(email=email))
         if account is None:
             return rejected("unknown_account")
-        return await self._token(account.id, request, amr=("admin",))
+        return await self._token(account, request, amr=("admin",))
 
     async def create_token(self, login: SealedLogin, request: Request, client: str | None) -> Done:
         """Self-service: the password, and a TOTP code when login 2FA is on."""
@@ -98,18 +108,21 @@ class CredentialCommands:
             if refusal is not None:
                 return refusal
             amr = ("pwd", "otp", "mfa")
-        return await self._token(account.id, request, amr=amr)
+        return await self._token(account, request, amr=amr)
 
-    async def _token(self, account_id: str, request: Request, *, amr: tuple[str, ...]) -> Done:
+    async def _token(self, account: Account, request: Request, *, amr: tuple[str, ...]) -> Done:
         to = recipient(request.reply_key)
         if to is None or not valid_scopes(request.scopes):
             return rejected("invalid_input", "reply_key" if to is None else "scopes")
+        refusal = _beyond_grant(account, request)
+        if refusal is not None:
+            return refusal
         now = self.clock()
         record = TokenRecord(
             id=new_token_id(),
-            account_id=account_id,
+            account_id=account.id,
             name=request.name,
-            scopes=tuple(sorted(set(request.scopes))),
+            scopes=normalized(request.scopes),
             created_at=now,
             expires_at=now + request.expires_in if request.expires_in is not None else None,
             amr=amr,
@@ -119,17 +132,17 @@ class CredentialCommands:
             issuer=self.issuer,
             audience=self.audience,
             token_id=record.id,
-            account_id=account_id,
+            account_id=account.id,
             scopes=record.scopes,
             issued_at=now,
             expires_at=record.expires_at,
             amr=amr,
         )
-        record = dataclasses.replace(record, hint=token[-6:])
+        record = dataclasses.replace(record, hint=token[-6:], token_sha256=issued_digest(token))
         await self.store.insert_token(record)
         issued = TokenIssued(
             token_id=record.id,
-            account_id=account_id,
+            account_id=account.id,
             name=record.name,
             scopes=record.scopes,
             expires_at=record.expires_at,
@@ -167,6 +180,9 @@ class CredentialCommands:
         account = await resolve(self.store, ref)
         if account is None:
             return rejected("unknown_account")
+        refusal = _beyond_grant(account, request)
+        if refusal is not None:
+            return refusal
         key = apikeys.generate()
         now = self.clock()
         record = ApiKeyRecord(
@@ -175,7 +191,7 @@ class CredentialCommands:
             name=request.name,
             prefix=apikeys.display_prefix(key),
             digest=apikeys.digest(key),
-            scopes=tuple(sorted(set(request.scopes))),
+            scopes=normalized(request.scopes),
             created_at=now,
             expires_at=now + request.expires_in if request.expires_in is not None else None,
         )
@@ -208,6 +224,13 @@ class CredentialCommands:
             key_id=record.id, account_id=record.account_id, revoked_at=record.revoked_at
         )
         return Done(event, audit=(event,), changes=(event,))
+
+
+def _beyond_grant(account: Account, request: Request) -> Done | None:
+    """`scope_not_granted` naming the asked scopes outside the grant (or the asking
+    credential's scopes), else None (A8)."""
+    missing = ungranted(request.scopes, account.scopes, request.within)
+    return rejected("scope_not_granted", " ".join(missing)) if missing else None
 
 
 def _token_info(t: TokenRecord) -> TokenInfo:

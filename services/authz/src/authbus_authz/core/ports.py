@@ -38,6 +38,7 @@ class Account:
     totp_secret: bytes | None = None  # encrypted (AES-GCM under the key-encryption key)
     totp_pending: bytes | None = None  # enrolled, not confirmed yet (encrypted)
     totp_last_step: int = 0  # the last TOTP time step accepted: a code is good once
+    scopes: tuple[str, ...] = ()  # granted by operators (A8): what its credentials may carry
 
 
 class AccountUpdate(TypedDict, total=False):
@@ -47,6 +48,7 @@ class AccountUpdate(TypedDict, total=False):
     totp_enabled: bool
     totp_secret: bytes | None
     totp_pending: bytes | None
+    scopes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,11 @@ class TokenRecord:
     expires_at: datetime | None
     revoked_at: datetime | None = None
     amr: tuple[str, ...] = ()
-    hint: str = ""
+    hint: str = ""  # the token's last 6 characters
     last_used_at: datetime | None = None
+    # Hex SHA-256 of the token as issued: only that exact text verifies (no other encoding of
+    # the same signature). "" for tokens issued before it was recorded: `hint` is compared.
+    token_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,13 @@ class AccountStore(Protocol):
     async def claim_totp_step(self, account_id: str, step: int) -> bool:
         """Record `step` as used if it is later than the last one used (atomic): a code is
         accepted once."""
+
+    async def change_scopes(
+        self, account_id: str, add: tuple[str, ...], remove: tuple[str, ...]
+    ) -> Account | None:
+        """Take `remove` out of the account's grant, then put `add` in, each step atomic (a
+        concurrent change is never lost); the account after, or None if unknown. The grant
+        keeps its order, new scopes at the end, each once."""
 
 
 class TokenStore(Protocol):

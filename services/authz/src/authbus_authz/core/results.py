@@ -9,8 +9,6 @@ from authbus_shared.contracts.commands import CommandRejected, Rejection
 from authbus_shared.contracts.envelope import Contract
 from authbus_shared.contracts.events import KeyPublished
 
-SCOPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789:._-")
-
 
 @dataclass(frozen=True)
 class Done:
@@ -22,7 +20,3 @@ class Done:
 
 def rejected(reason: Rejection, detail: str = "", retry_after_s: int | None = None) -> Done:
     return Done(CommandRejected(reason=reason, detail=detail, retry_after_s=retry_after_s))
-
-
-def valid_scopes(scopes: tuple[str, ...]) -> bool:
-    return all(0 < len(s) <= 64 and set(s) <= SCOPE_CHARS for s in scopes)

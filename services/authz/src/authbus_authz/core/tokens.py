@@ -4,17 +4,26 @@ Claims: `iss`, `aud`, `sub` (account id), `jti` (the token record's id), `iat`, 
 when the token expires, `scope` (space separated, RFC 8693 style) and `amr` (how it was
 obtained, RFC 8176: `admin` for an operator's token, `pwd`, `pwd`+`otp`+`mfa`).
 
-Checking a token (`check_signature`) refuses, before any claim is read: a header that is not
-JSON, any `alg` but ES256 (so `none` and HS256-with-the-public-key fail), a `kid` that is not
-one of ours (no key is ever fetched from a `jku`/`x5u`/path in the token). Then pyjwt verifies
-the signature, `iss` and `aud`; times are checked here against the injected clock: `iat` and
-`nbf` may be up to 30 s ahead (clock skew between authz hosts), `exp` is exact. The store's
-record decides the rest (revoked, expired, account state): see `verifier.py`.
+Checking a token (`check_signature`) refuses, before any claim is read: a token that is not
+in the canonical compact form (`canonical`: three segments, each unpadded base64url that
+decodes and re-encodes to the same text, so `=` padding or set trailing bits are not a second
+spelling of the same bytes), a header that is not JSON, any `alg` but ES256 (so `none` and
+HS256-with-the-public-key fail), a `kid` that is not one of ours (no key is ever fetched from a
+`jku`/`x5u`/path in the token). Then pyjwt verifies the signature, `iss` and `aud`; times are
+checked here against the injected clock: `iat` and `nbf` may be up to 30 s ahead (clock skew
+between authz hosts), `exp` is exact. The store's record decides the rest (the very text
+issued, revoked, expired, account state): see `verifier.py`. ECDSA signatures are malleable
+((r, s) and (r, n-s) both verify), which no encoding rule can catch: the record's digest of
+the issued token does (`issued_digest`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import secrets
+import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +35,7 @@ from authbus_shared.contracts.authz import Outcome
 
 ALGORITHM = "ES256"
 LEEWAY = timedelta(seconds=30)  # for iat/nbf only: clocks of authz hosts may differ
+B64URL_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
 
 
 def new_token_id() -> str:
@@ -71,6 +81,28 @@ def sign(
         algorithm=ALGORITHM,
         headers={"kid": ring.signing_kid, "typ": "JWT"},
     )
+
+
+def issued_digest(token: str) -> str:
+    """Hex SHA-256 of a token's text: what its record keeps to recognise the very text issued."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def canonical(token: str) -> bool:
+    """A compact JWS whose three segments are each canonical unpadded base64url (RFC 7515 §2):
+    only the base64url alphabet, no `=`, and decoding then encoding gives the same text."""
+    segments = token.split(".")
+    return len(segments) == 3 and all(_canonical_b64url(s) for s in segments)
+
+
+def _canonical_b64url(segment: str) -> bool:
+    if not set(segment) <= B64URL_CHARS:
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):  # an impossible length (4n + 1)
+        return False
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == segment
 
 
 def unverified_kid(token: str) -> str | None:

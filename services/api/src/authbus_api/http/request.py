@@ -1,0 +1,70 @@
+"""What the access decision reads of an HTTP request, taken once from the ASGI scope (SPEC
+A11, E5, R6, A10).
+
+- The method and the path as sent on the wire (`raw_path`: still percent-encoded, never
+  uvicorn's decoded `path`, which turns `%2F` into a separator).
+- Headers by lower-case name. A field that may appear only once (`SINGLE`: the credential,
+  `Host`, `Content-Length`, and the headers proxies use to name the original request) sent
+  twice is refused (400): proxies and servers disagree on which one counts. Other repeated
+  fields are combined in order with ", " (RFC 9110 §5.3).
+- The real client: the TCP peer, or, when the peer is a trusted proxy, the address it puts in
+  `X-Forwarded-For` (`core/client_address.py`). This is the only client-address mechanism:
+  uvicorn's own proxy-header handling is off (`runner.http_config`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from authbus_api.core.access import Denied
+from authbus_api.core.client_address import Network, client_address
+from authbus_api.core.errors import Error
+from authbus_shared.ops import Scope
+
+SINGLE = frozenset(
+    {
+        "authorization",
+        "host",
+        "content-length",
+        "x-original-uri",
+        "x-original-method",
+        "x-forwarded-uri",
+        "x-forwarded-method",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    method: str
+    raw_path: str
+    query: str
+    headers: dict[str, str]
+    peer: str | None
+    client: str
+
+
+def read(scope: Scope, trusted: Sequence[Network]) -> Facts | Denied:
+    """The request's facts, or the 400 for a duplicated single field."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name in headers:
+            if name in SINGLE:
+                return Denied(Error.DUPLICATE_HEADER)
+            headers[name] += ", " + value
+        else:
+            headers[name] = value
+    raw = scope.get("raw_path")
+    raw_path = raw.decode("latin-1") if raw else quote(scope["path"], safe="/:@!$&'()*+,;=~")
+    peer = scope["client"][0] if scope.get("client") else None
+    return Facts(
+        method=scope["method"],
+        raw_path=raw_path,
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        peer=peer,
+        client=client_address(peer, headers.get("x-forwarded-for"), trusted),
+    )

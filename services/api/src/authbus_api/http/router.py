@@ -1,0 +1,165 @@
+"""The api's HTTP entry after the ops endpoints: every request is read once (`request.py`),
+routed once on its normalised path (`core/access.py`), and handed to the one adapter its
+route belongs to. No adapter decides access on its own.
+
+- `/v0/forward-auth` (in Envoy's dialect also `/v0/forward-auth/<original path>`): forward
+  auth (`forward_auth.py`), answered here without the framework.
+- a declared route (the routes file): the gateway. The access decision, then the upstream.
+- one of the api's own routes (`/v0/...`, the JWKS, the API docs): the FastAPI app, with the
+  path rewritten to its normalised form (no `%2F` survives normalisation, so decoding it is
+  unambiguous), so the framework routes what was judged. `HEAD` reaches it as `GET`; the
+  server, whose scope still says `HEAD`, sends no body.
+- anything else: the catalog's 400, 404 or 405 (with `Allow`) in the negotiated shape.
+
+A failure of an adapter (a bug) is a 500 from the catalog with a request id, when no answer
+has started yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import structlog
+from starlette.requests import Request
+
+from authbus_api.access import Access
+from authbus_api.core.access import Denied, Routed, route_path
+from authbus_api.core.client_address import Network
+from authbus_api.core.errors import Error
+from authbus_api.core.paths import normalise
+from authbus_api.core.routing import RouteTable
+from authbus_api.http.errors import ErrorStyle
+from authbus_api.http.forward_auth import FORWARD_AUTH, ForwardAuth
+from authbus_api.http.request import Facts, read
+from authbus_api.proxy import UpstreamFailed, Upstreams
+from authbus_shared.ops import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger(__name__)
+ROUTE = "authbus.route"  # scope key: the route template, for metrics (never the raw path)
+ROUTED = "authbus.routed"  # scope key: the `Routed` value
+FACTS = "authbus.facts"  # scope key: the request's `Facts`
+
+
+@dataclass
+class Router:
+    framework: ASGIApp  # the api's own routes
+    gateway: ASGIApp  # declared routes, after `Router` has routed them (see `Gateway`)
+    own: RouteTable
+    declared: RouteTable
+    forward_auth: ForwardAuth
+    style: ErrorStyle
+    trusted: Sequence[Network]
+
+    def __post_init__(self) -> None:
+        self._table = self.own + self.declared
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.framework(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._dispatch(scope, receive, tracked)
+        except Exception:
+            log.exception("request failed", path=scope.get("path"))
+            if not started:
+                await self.style.send(send, Error.INTERNAL, {})
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        facts = read(scope, self.trusted)
+        if isinstance(facts, Denied):
+            await self._deny(send, facts, {})
+            return
+        path = normalise(facts.raw_path)
+        if path is not None and self.forward_auth.serves(path):
+            scope[ROUTE] = FORWARD_AUTH
+            await self._forward_auth(facts, send)
+            return
+        routed = route_path(self._table, facts.method, path)
+        if isinstance(routed, Denied):
+            await self._deny(send, routed, facts.headers)
+            return
+        scope[ROUTE] = routed.route.template
+        scope[ROUTED] = routed
+        scope[FACTS] = facts
+        if routed.route.upstream is not None:
+            await self.gateway(scope, receive, send)
+            return
+        own = {**scope, "path": unquote(routed.path), "raw_path": routed.path.encode("latin-1")}
+        if facts.method == "HEAD":  # the framework's GET answers; the server sends no body
+            own["method"] = "GET"
+        await self.framework(own, receive, send)
+
+    async def _forward_auth(self, facts: Facts, send: Send) -> None:
+        headers, denied = await self.forward_auth.decide(facts)
+        if denied is not None:
+            await self._deny(send, denied, facts.headers)
+            return
+        raw = [(b"content-length", b"0")]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _deny(self, send: Send, denied: Denied, headers: dict[str, str]) -> None:
+        await self.style.send(
+            send,
+            denied.error,
+            headers,
+            denied.headers,
+            account_locale=denied.locale,
+            shape=denied.shape,
+        )
+
+
+@dataclass
+class Gateway:
+    """A declared route (E4, G2), routed by `Router`: the credential, scopes and rate
+    policies (`Access`), then the upstream, streaming both ways."""
+
+    access: Access
+    upstreams: Upstreams | None
+    style: ErrorStyle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        routed: Routed = scope[ROUTED]
+        facts: Facts = scope[FACTS]
+        admitted = await self.access.admit(routed, facts.headers.get("authorization"), facts.client)
+        if isinstance(admitted, Denied):
+            await self._deny(send, admitted, facts)
+            return
+        upstream = routed.route.upstream
+        shape = routed.route.error_shape
+        if self.upstreams is None or upstream is None:
+            await self._deny(send, Denied(Error.UNAVAILABLE, {"Retry-After": "1"}, shape), facts)
+            return
+        who = admitted.allowed.principal
+        try:
+            response = await self.upstreams.forward(
+                Request(scope, receive), upstream, routed.path, who, admitted.headers
+            )
+        except UpstreamFailed as exc:
+            log.warning("upstream failed", route=routed.route.template, error=str(exc))
+            refusal = Denied(Error.UNAVAILABLE, {"Retry-After": "1", **admitted.headers}, shape)
+            await self._deny(send, refusal, facts, who.account.locale if who else None)
+            return
+        await response(scope, receive, send)
+
+    async def _deny(
+        self, send: Send, denied: Denied, facts: Facts, locale: str | None = None
+    ) -> None:
+        await self.style.send(
+            send,
+            denied.error,
+            facts.headers,
+            denied.headers,
+            account_locale=denied.locale or locale,
+            shape=denied.shape,
+        )

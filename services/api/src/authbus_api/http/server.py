@@ -1,0 +1,247 @@
+"""The api's HTTP/1.1 server protocol: uvicorn's httptools protocol with the edge's limits on a
+request's head (SPEC E5; ADR 0013).
+
+Why here: httptools (llhttp) gathers a whole request head before anything in the ASGI app can
+look at it, and sets no limit on its size or on how long it takes; uvicorn arms no timer before
+a connection's first request, nor while a head arrives. `edge_protocol(limits, style)` gives the
+protocol class to pass as `uvicorn.Config(http=...)`.
+
+Algorithm, per connection:
+- Head size. The head's counted size is the exact sum of its URL and every header name and
+  value; over `max_header_bytes`: 431. Headers are added up as the parser hands each one over,
+  the URL when the head is complete. A header (or URL) that never ends is never handed over, so
+  the raw bytes of every read that finds a head still incomplete are counted too, from the read
+  after the one in which the head began: over `2 * max_header_bytes`: 431. A head therefore
+  holds at most the raw cap plus one read of the transport (at most 256 KiB) in memory.
+- Head time. A timer runs from the connection's opening, and from the read in which a head
+  began if the head is not complete at the end of that read, until the head is complete. On
+  expiry: 408 if part of a head arrived, else the connection is closed. Bytes that begin no
+  request (the CRLFs llhttp skips) on an idle connection arm it too: they cancel uvicorn's
+  keep-alive timer, which could otherwise be kept off forever. While an earlier request of the
+  connection is still being answered (pipelining) the client may be waiting for that answer:
+  the timer is re-armed, not acted on.
+- Garbage. A parser error, or any failure while uvicorn turns a head into an ASGI scope (a raw
+  path that is not ASCII...): 400.
+- Answers. Each refusal is the catalog's (`ErrorStyle.raw`), negotiated from the headers seen
+  so far, with `Connection: close`, and nothing more is parsed. Answers still due to earlier
+  pipelined requests go first; an error in the body of a request whose answer has begun can
+  only close the connection. Then our side is shut for writing and what the client still sends
+  is read and dropped (at most LINGER_BYTES, for at most LINGER_S) so that it reads the answer
+  rather than a reset.
+- Cost. A request whose head arrives in one read pays an addition and a comparison per header,
+  three attribute writes when it begins and a comparison when its head is complete: no timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
+
+from authbus_api.core.errors import Error
+from authbus_api.http.errors import ErrorStyle, lower_headers
+from authbus_api.http.limits import EdgeLimits
+
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
+
+
+class _HeadRefused(Exception):
+    """Raised in a parser callback to stop the parser; the refusal is on the protocol."""
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing heads that are too large, too slow or malformed
+    with the error catalog. Use a class from `edge_protocol`, which binds the limits."""
+
+    _style: ClassVar[ErrorStyle]
+    _max_head: ClassVar[int]
+    _raw_cap: ClassVar[int]
+    _head_timeout: ClassVar[float]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._in_head = False  # a request's head began and is not complete
+        self._head_size = 0  # its counted bytes so far
+        self._head_raw = 0  # its raw bytes after the read it began in (-1: in that read)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: Error | None = None  # why a parser callback stopped the parser
+        self._refused = False  # answered (or about to be): nothing more is parsed
+        self._pending: bytes | None = None  # a refusal waiting for earlier answers
+        self._linger: asyncio.TimerHandle | None = None
+        self._dropped = 0
+
+    # the connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            self._drop(len(data))
+            return
+        try:
+            super().data_received(data)
+        except Exception:  # outside the parser's own error path (send_400_response)
+            self.logger.exception("HTTP request could not be read")
+            self._refuse(Error.BAD_REQUEST)
+            return
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_read(len(data))
+        elif self._head_timer is None and self._idle():
+            self._arm()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error (and to a callback that raised): the catalog's."""
+        self._refuse(self._refusal or Error.BAD_REQUEST)
+
+    def on_response_complete(self) -> None:
+        if self._pending is None or self.pipeline:
+            super().on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        answer, self._pending = self._pending, None
+        if not self.transport.is_closing():
+            self._answer(answer)
+
+    # parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_size = 0
+        self._head_raw = -1
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value)
+        if self._head_size > self._max_head:
+            self._refusal = Error.HEADERS_TOO_LARGE
+            raise _HeadRefused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._disarm()
+        if self._head_size + len(self.url) > self._max_head:
+            self._refusal = Error.HEADERS_TOO_LARGE
+            raise _HeadRefused
+        try:
+            super().on_headers_complete()
+        except Exception:
+            self._refusal = Error.BAD_REQUEST
+            raise
+
+    # the head's limits
+
+    def _head_read(self, size: int) -> None:
+        """A read ended with a head still incomplete."""
+        if self._head_raw < 0:
+            self._head_raw = 0  # it began in this read: counted from the next one
+        else:
+            self._head_raw += size
+            if self._head_raw > self._raw_cap:
+                self._refuse(Error.HEADERS_TOO_LARGE)
+                return
+        if self._head_timer is None:
+            self._arm()
+
+    def _idle(self) -> bool:
+        """No request of this connection is being read or answered."""
+        cycle: RequestResponseCycle | None = self.cycle
+        return cycle is None or cycle.response_complete
+
+    def _arm(self) -> None:
+        self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._refused or self.transport.is_closing():
+            return
+        if not self._idle():  # the client may be waiting for an earlier answer
+            self._arm()
+        elif self._in_head:
+            self._refuse(Error.REQUEST_TIMEOUT)
+        else:
+            self.transport.close()
+
+    # refusing
+
+    def _refuse(self, error: Error) -> None:
+        """Answer `error` from the catalog, after any answer still due, and close."""
+        self._refused = True
+        self._in_head = False
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        headers: list[tuple[bytes, bytes]] | None = self.headers
+        answer = self._style.raw(error, lower_headers(headers or ()))
+        waiting = bool(self.pipeline)  # earlier requests whose answers are still due
+        cycle: RequestResponseCycle | None = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:  # it was read whole: the error is in a later request
+                waiting = True
+            elif waiting and self.pipeline[0][0] is cycle:  # queued, its body broken
+                self.pipeline.popleft()  # never run it
+            elif cycle.response_started:
+                self.transport.close()
+                return
+            else:  # its body will never be whole: its app sees a disconnect
+                cycle.disconnected = True
+                cycle.message_event.set()
+        if waiting:
+            self._pending = answer
+        else:
+            self._answer(answer)
+
+    def _answer(self, answer: bytes) -> None:
+        self.transport.write(answer)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self._linger = self.loop.call_later(LINGER_S, self.transport.close)
+
+    def _drop(self, size: int) -> None:
+        """Bytes after a refusal: read and dropped, up to a bound."""
+        self._dropped += size
+        if self._dropped > LINGER_BYTES and not self.transport.is_closing():
+            self.transport.close()
+
+
+def edge_protocol(limits: EdgeLimits, style: ErrorStyle) -> type[asyncio.Protocol]:
+    """The protocol class to serve with, bound to `limits` and `style`:
+    `uvicorn.Config(app, http=edge_protocol(limits, style), ...)`."""
+
+    class BoundEdgeProtocol(EdgeProtocol):
+        _style = style
+        _max_head = limits.max_header_bytes
+        _raw_cap = limits.raw_head_bytes
+        _head_timeout = limits.header_timeout_s
+
+    return BoundEdgeProtocol
