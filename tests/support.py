@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import h11
 import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -116,3 +119,58 @@ def serving_in_thread(app: ASGIApp) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    headers: dict[str, str]  # lower-case names; repeated ones joined with ", "
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def raw_http(
+    base_url: str,
+    method: str,
+    target: str,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+    timeout_s: float = 10.0,
+) -> RawAnswer:
+    """One HTTP/1.1 request with the request target exactly as given (HTTP clients would
+    normalise `..`, `//` or escapes before sending), read with h11."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    conn = h11.Connection(h11.CLIENT)
+    sent = [("Host", f"{host}:{port}"), ("Connection", "close"), *headers]
+    if body:
+        sent.append(("Content-Length", str(len(body))))
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(conn.send(h11.Request(method=method, target=target, headers=sent)))
+            if body:
+                writer.write(conn.send(h11.Data(data=body)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+            return await _answer(conn, reader)
+        finally:
+            writer.close()
+
+
+async def _answer(conn: h11.Connection, reader: asyncio.StreamReader) -> RawAnswer:
+    status, found, parts = 0, dict[str, str](), list[bytes]()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            for name, value in event.headers:
+                key = name.decode().lower()
+                found[key] = f"{found[key]}, {value.decode()}" if key in found else value.decode()
+        elif isinstance(event, h11.Data):
+            parts.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return RawAnswer(status, found, b"".join(parts))

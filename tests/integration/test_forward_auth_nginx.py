@@ -15,26 +15,39 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from authbus_api.app import create_app, edge
-from authbus_api.http.errors import ErrorStyle
+from authbus_api.app import HttpOptions, build_http
 from authbus_api.metrics import ApiMetrics
+from authbus_api.routes import load_routes
 from authbus_dev import nginx
 from authbus_dev.ports import free_port
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import ASGIApp, Probes, ops_app
-from tests.api_twins import twin_gate
-from tests.integration.test_gateway import UPSTREAM
-from tests.support import serving
+from tests.api_twins import VALID, ScriptedAuthz, twin_gate
+from tests.integration.test_gateway import UPSTREAM, raw_echo
+from tests.path_variants import ROUTES_TOML, VARIANTS, Variant
+from tests.support import raw_http, serving
 
 SAMPLE = Path(__file__).parents[2] / "docs" / "forward-auth" / "nginx.conf"
 
 
-def api_app() -> ASGIApp:
+def api_app(routes: Path) -> ASGIApp:
+    """The api with the path-variant routes (forward auth judges them; nginx proxies)."""
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
-    gate = twin_gate(metrics)
-    app = create_app(gate, AuthzKeys(), errors=ErrorStyle())
-    return edge(app, ops_app(registry, Probes()), metrics)
+    admin = VALID.model_copy(update={"scopes": ("admin",)})
+    gate = twin_gate(metrics, authz=ScriptedAuthz({"good": VALID, "admin": admin}))
+    options = HttpOptions(routes=load_routes(routes))
+    return build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
+
+
+def routes_for(folder: Path) -> Path:
+    path = folder / "routes.toml"
+    path.write_text(
+        ROUTES_TOML.format(upstream="http://unused.invalid")
+        + '\n[[route]]\npath = "/v1/echo/{id}"\nmethods = ["GET", "POST"]\n'
+        + 'upstream = "http://unused.invalid"\nscopes = ["read"]\n'
+    )
+    return path
 
 
 def nginx_conf(folder: Path, listen: int, api: str, app: str) -> Path:
@@ -105,12 +118,19 @@ async def running_nginx(conf: Path, port: int) -> AsyncIterator[str]:
             await proc.wait()
 
 
+@contextlib.asynccontextmanager
+async def nginx_front(folder: Path, app: ASGIApp) -> AsyncIterator[str]:
+    """nginx with the sample's configuration, in front of `app`, asking the api."""
+    async with serving(app) as upstream, serving(api_app(routes_for(folder))) as api:
+        listen = free_port()
+        async with running_nginx(nginx_conf(folder, listen, api, upstream), listen) as url:
+            yield url
+
+
 @pytest.fixture
 async def front(tmp_path: Path) -> AsyncIterator[str]:
-    async with serving(UPSTREAM) as app, serving(api_app()) as api:
-        listen = free_port()
-        async with running_nginx(nginx_conf(tmp_path, listen, api, app), listen) as url:
-            yield url
+    async with nginx_front(tmp_path, UPSTREAM) as url:
+        yield url
 
 
 async def test_a_valid_credential_reaches_the_app_with_its_identity_only(front: str) -> None:
@@ -138,3 +158,30 @@ async def test_without_a_valid_credential_nginx_answers_401_and_the_app_sees_not
 
     assert response.status_code == 401
     assert "secret" not in response.text
+
+
+# What nginx answers for authbus's answer to its auth_request: 401 and 403 pass through, any
+# other refusal is an error to nginx (500); nginx itself refuses some paths first (400).
+THROUGH_NGINX = {200: {200}, 401: {401}, 403: {403}, 404: {500}, 400: {500, 400}}
+CALLERS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (),
+    (("Authorization", "Bearer good"),),
+    (("Authorization", "Bearer admin"),),
+)
+
+
+async def test_every_path_variant_through_a_real_nginx(tmp_path: Path) -> None:
+    """A11 with nginx's own routing: each variant is stopped or let through as the route it
+    names, and what reaches the app is the normalised path that was judged."""
+    failures = []
+    async with nginx_front(tmp_path, raw_echo) as url:
+        for variant in VARIANTS:
+            for who, expected in zip(CALLERS, variant.status, strict=True):
+                answer = await raw_http(url, "GET", variant.raw, who)
+                if answer.status not in THROUGH_NGINX[expected]:
+                    failures.append((variant.raw, who, expected, answer.status))
+                elif answer.status == 200:
+                    seen = answer.body.decode().partition("?")[0]
+                    if seen != variant.judged:
+                        failures.append((variant.raw, who, variant.judged, seen))
+    assert not failures

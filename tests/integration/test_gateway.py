@@ -19,8 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from authbus_api.app import create_app, edge
-from authbus_api.http.errors import ErrorStyle
+from authbus_api.app import HttpOptions, build_http
 from authbus_api.metrics import ApiMetrics
 from authbus_api.policies import load_policies, with_routes
 from authbus_api.proxy import Upstreams
@@ -28,8 +27,10 @@ from authbus_api.routes import load_routes
 from authbus_dev.ports import free_port
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import Probes, ops_app
-from tests.api_twins import twin_gate
-from tests.support import serving
+from authbus_shared.ops import ASGIApp, Receive, Scope, Send
+from tests.api_twins import VALID, ScriptedAuthz, twin_gate
+from tests.path_variants import ROUTES_TOML, VARIANTS, Variant
+from tests.support import raw_http, serving
 
 JSON = {"Accept": "application/json"}
 TOKEN = {"Authorization": "Bearer good"}
@@ -122,10 +123,10 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         metrics = ApiMetrics(registry)
         gate = twin_gate(metrics, policies=with_routes(load_policies(None), routes))
         upstreams = Upstreams(timeout_s=1.0)
-        app = create_app(gate, AuthzKeys(), errors=ErrorStyle(), routes=routes, upstreams=upstreams)
-        transport = httpx.ASGITransport(app=edge(app, ops_app(registry, Probes()), metrics))
+        options = HttpOptions(routes=routes, upstreams=upstreams)
+        app = build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+            async with serving(app) as api, httpx.AsyncClient(base_url=api) as c:
                 yield c
         finally:
             await upstreams.close()
@@ -182,7 +183,7 @@ async def test_a_streamed_answer_arrives_whole(client: httpx.AsyncClient) -> Non
     ("method", "path", "headers", "status", "extra"),
     [
         ("GET", "/v1/nothing", TOKEN, 404, {}),
-        ("DELETE", "/v1/echo/1", TOKEN, 405, {"allow": "GET, POST"}),
+        ("DELETE", "/v1/echo/1", TOKEN, 405, {"allow": "GET, HEAD, POST"}),
         ("GET", "/v2/preview", TOKEN, 418, {}),
         ("GET", "/v1/echo/1", {}, 401, {}),
         ("GET", "/v1/admin/users", TOKEN, 403, {}),
@@ -221,3 +222,53 @@ async def test_an_upstream_that_fails_or_times_out_is_a_503(
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+
+
+async def raw_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """An upstream that answers with the request target exactly as it arrived."""
+    if scope["type"] != "http":
+        return
+    target = scope["raw_path"] + (b"?" + scope["query_string"] if scope["query_string"] else b"")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": target})
+
+
+@pytest.fixture
+async def variants_api(tmp_path: Path) -> AsyncIterator[str]:
+    """The api on real HTTP in front of `raw_echo`, with the path-variant routes."""
+    async with serving(raw_echo) as upstream:
+        path = tmp_path / "variants.toml"
+        path.write_text(ROUTES_TOML.format(upstream=upstream))
+        registry = CollectorRegistry()
+        metrics = ApiMetrics(registry)
+        admin = VALID.model_copy(update={"scopes": ("admin",)})
+        gate = twin_gate(metrics, authz=ScriptedAuthz({"good": VALID, "admin": admin}))
+        upstreams = Upstreams(timeout_s=2.0)
+        options = HttpOptions(routes=load_routes(path), upstreams=upstreams)
+        app = build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
+        try:
+            async with serving(app) as api:
+                yield api
+        finally:
+            await upstreams.close()
+
+
+CALLERS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (),
+    (("Authorization", "Bearer good"),),
+    (("Authorization", "Bearer admin"),),
+)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.raw)
+async def test_every_path_variant_is_judged_and_sent_upstream_in_one_form(
+    variants_api: str, variant: Variant
+) -> None:
+    """A11: the path matched is the path the upstream gets, whichever way it was written."""
+    answers = [await raw_http(variants_api, "GET", variant.raw, who) for who in CALLERS]
+
+    assert tuple(a.status for a in answers) == variant.status
+    for answer in answers:
+        if answer.status == 200:
+            sent = answer.body.decode().partition("?")[0]
+            assert sent == variant.judged
