@@ -7,11 +7,12 @@ loaded one after the other by `hey` (Go, fetched into `.cache/go` by this script
 process for `--seconds` at `--concurrency` connections:
 - `raw ASGI hello`: an ASGI callable answering "hello": the ceiling of one worker here.
 - `bare FastAPI hello`: a FastAPI app with one route returning {"hello": "world"}.
-- `gated forward-auth`: the real api app (`fast_forward_auth(create_app(...))` inside `edge`,
-  as `authbus_api.runner` builds it) answering `GET /v0/forward-auth` for a Bearer credential
-  that is in its verdict cache (one warm-up request put it there), with the rate check on local
-  leases of the built-in per-account policy, here 100,000,000 per minute so nothing is refused.
-  authz and the lease owner are in-memory stand-ins (no Kafka): the hot path asks neither.
+- `gated forward-auth`: the real api app (`build_http`, as `authbus_api.runner` builds it)
+  answering `GET /v0/forward-auth` in nginx's dialect for `GET /v1/things/42`, a declared
+  route that needs the scope `read`, with a Bearer credential that is in its verdict cache
+  (one warm-up request put it there), and the rate check on local leases of a per-account
+  policy of 100,000,000 per minute so nothing is refused. authz and the lease owner are
+  in-memory stand-ins (no Kafka): the hot path asks neither.
 Every answer must be 200 (checked: hey's status histogram), else the row says so.
 
 Printed per server: requests per second, p50 and p99 latency (hey's), and the ratios to the
@@ -38,10 +39,12 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from authbus_api.app import create_app, edge, fast_forward_auth
+from authbus_api.app import HttpOptions, build_http
+from authbus_api.core.access import Principal
 from authbus_api.core.quota import Quota, RatePolicy
+from authbus_api.core.routing import RouteSpec, RouteTable
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_api.gate import Gate, Principal
+from authbus_api.gate import Gate
 from authbus_api.metrics import ApiMetrics
 from authbus_api.rate import RateLimiter
 from authbus_dev.ports import free_port
@@ -71,7 +74,11 @@ TOKEN = "bench-token"
 FASTAPI = "bare FastAPI hello"
 GATED = "gated forward-auth"
 PATHS = {"raw ASGI hello": "/", FASTAPI: "/hello", GATED: "/v0/forward-auth"}
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {
+    "Authorization": f"Bearer {TOKEN}",
+    "X-Original-Method": "GET",  # nginx's auth_request dialect (the default)
+    "X-Original-URI": "/v1/things/42?full=1",
+}
 
 
 # --- the servers (each in a child process: `python -m bench.api_hot_path serve NAME PORT`) ----
@@ -152,8 +159,15 @@ def gated_app() -> ASGIApp:
         usage=NoUsage(),
         metrics=metrics,
     )
-    app = fast_forward_auth(create_app(gate, AuthzKeys()), gate)
-    return edge(app, ops_app(registry, Probes()), metrics)
+    routes = RouteTable(
+        [
+            RouteSpec(
+                "/v1/things/{id}", frozenset({"GET"}), "http://unused", scopes=frozenset({"read"})
+            )
+        ]
+    )
+    options = HttpOptions(routes=routes)
+    return build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
 
 
 SERVERS: dict[str, Callable[[], ASGIApp]] = {
