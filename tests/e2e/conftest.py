@@ -25,7 +25,8 @@ from authbus_dev.fleet import Fleet, Instance, Ports, Service
 from authbus_dev.infra import InfraConfig
 from authbus_dev.paths import VENV_BIN
 from authbus_dev.ports import free_port_run
-from tests.integration.test_gateway import UPSTREAM
+from tests.integration.test_gateway import UPSTREAM, raw_echo
+from tests.path_variants import ROUTES_TOML
 from tests.support import serving_in_thread
 
 PASSWORD = "correct horse battery staple"
@@ -89,6 +90,9 @@ class System:
         return email
 
     def new_token(self, email: str, *scopes: str) -> dict[str, Any]:
+        """An operator's token for `email` with `scopes`, granted to the account first (A8)."""
+        if scopes:
+            self.admin("account", "grant-scopes", email, *scopes)
         return self.admin(
             "token", "create", email, "--name", "e2e", *(f"--scope={s}" for s in scopes)
         )
@@ -139,7 +143,15 @@ def upstream() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def system(infrastructure: InfraConfig, upstream: str) -> Iterator[System]:
+def raw_upstream() -> Iterator[str]:
+    """An upstream that answers with the request target exactly as it arrived (for the
+    path-variant routes of tests/path_variants.py)."""
+    with serving_in_thread(raw_echo) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def system(infrastructure: InfraConfig, upstream: str, raw_upstream: str) -> Iterator[System]:
     prefix = f"e2e{uuid.uuid4().hex[:6]}."
     ports = Ports(
         api=free_port_run(COUNTS["api"] + 1),
@@ -150,7 +162,7 @@ def system(infrastructure: InfraConfig, upstream: str) -> Iterator[System]:
     policies = infrastructure.run_dir / f"{prefix}policies.toml"
     policies.write_text(POLICIES)
     routes = infrastructure.run_dir / f"{prefix}routes.toml"
-    routes.write_text(ROUTES.format(upstream=upstream))
+    routes.write_text(ROUTES.format(upstream=upstream) + ROUTES_TOML.format(upstream=raw_upstream))
     env = {
         "KAFKA__TOPIC_PREFIX": prefix,
         "AUTHBUS_API_USAGE_REPORT_S": "1",

@@ -38,11 +38,11 @@ def test_the_catalog_answers_for_declared_routes(system: System) -> None:
     assert (preview.status_code, preview.json()["code"]) == (418, "418")
     assert admin.status_code == 403
     assert admin.json()["error"]["errorId"] == "action.forbidden"  # structured, per route
-    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET, POST")
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET, HEAD, POST")
 
 
 def test_forward_auth_answers_with_the_identity(system: System) -> None:
-    """G3: as nginx asks (X-Original-*); the second ask takes the ASGI hot path."""
+    """G3: as nginx asks (X-Original-*); the second ask is answered from the verdict cache."""
     email = system.new_account()
     token = system.new_token(email, "read")["token"]
     headers = {

@@ -24,7 +24,7 @@ from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import ASGIApp, Probes, ops_app
 from tests.api_twins import VALID, ScriptedAuthz, twin_gate
 from tests.integration.test_gateway import UPSTREAM, raw_echo
-from tests.path_variants import ROUTES_TOML, VARIANTS, Variant
+from tests.path_variants import ROUTES_TOML, VARIANTS
 from tests.support import raw_http, serving
 
 SAMPLE = Path(__file__).parents[2] / "docs" / "forward-auth" / "nginx.conf"
@@ -173,7 +173,7 @@ CALLERS: tuple[tuple[tuple[str, str], ...], ...] = (
 async def test_every_path_variant_through_a_real_nginx(tmp_path: Path) -> None:
     """A11 with nginx's own routing: each variant is stopped or let through as the route it
     names, and what reaches the app is the normalised path that was judged."""
-    failures = []
+    failures: list[tuple[str, object, object, object]] = []
     async with nginx_front(tmp_path, raw_echo) as url:
         for variant in VARIANTS:
             for who, expected in zip(CALLERS, variant.status, strict=True):

@@ -26,8 +26,7 @@ from authbus_api.proxy import Upstreams
 from authbus_api.routes import load_routes
 from authbus_dev.ports import free_port
 from authbus_shared.authz_client import AuthzKeys
-from authbus_shared.ops import Probes, ops_app
-from authbus_shared.ops import ASGIApp, Receive, Scope, Send
+from authbus_shared.ops import Probes, Receive, Scope, Send, ops_app
 from tests.api_twins import VALID, ScriptedAuthz, twin_gate
 from tests.path_variants import ROUTES_TOML, VARIANTS, Variant
 from tests.support import raw_http, serving

@@ -33,7 +33,11 @@ UNICODE = VALID.model_copy(
         "credential_id": "t-u",
     }
 )
-CALLERS = ({}, {"Authorization": "Bearer good"}, {"Authorization": "Bearer admin"})
+CALLERS: tuple[dict[str, str], ...] = (
+    {},
+    {"Authorization": "Bearer good"},
+    {"Authorization": "Bearer admin"},
+)
 Client = Callable[..., AsyncIterator[httpx.AsyncClient]]
 
 

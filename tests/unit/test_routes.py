@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from authbus_api.policies import load_policies, with_routes
-from authbus_api.routes import Matched, WrongMethod, load_routes
+from authbus_api.core.routing import Matched, WrongMethod
+from authbus_api.routes import load_routes
 from authbus_shared.settings import ConfigError
 
 CONFIG = Path(__file__).parents[2] / "config"
@@ -21,10 +22,10 @@ def test_the_example_file_loads_and_matches_by_template_and_method() -> None:
     wrong = table.match("/v1/projects", "DELETE")
 
     assert isinstance(found, Matched)
-    assert found.path_params == {"id": "7"}
+    assert found.params == {"id": "7"}
     assert found.route.route_id("PUT") == "PUT /v1/projects/{id}"
     assert isinstance(head, Matched)  # HEAD goes where GET goes
-    assert wrong == WrongMethod(("GET", "POST"))
+    assert wrong == WrongMethod(("GET", "HEAD", "POST"))
     assert table.match("/v1/nothing", "GET") is None
     assert table.match("/v2/reports/2026/q1", "GET") is not None
 
@@ -64,6 +65,10 @@ def test_a_route_naming_an_unknown_policy_stops_the_start(tmp_path: Path) -> Non
         ('[[route]]\npath = "/x"\nmethods = ["BREW"]\nupstream = "http://u"\n', "methods"),
         ('[[route]]\npath = "/x"\nmethods = ["GET"]\nupstream = "nowhere"\n', "upstream"),
         ('[[route]]\npath = "/x"\nmethods = ["GET"]\nupstream = "http://u"\nspeed = 1\n', "speed"),
+        ('[[route]]\npath = "/x/"\nmethods = ["GET"]\nupstream = "http://u"\n', "canonical"),
+        ('[[route]]\npath = "/a/../b"\nmethods = ["GET"]\nupstream = "http://u"\n', "canonical"),
+        ('[[route]]\npath = "/v0/me"\nmethods = ["GET"]\nupstream = "http://u"\n', "own paths"),
+        ('[[route]]\npath = "/v0"\nmethods = ["GET"]\nupstream = "http://u"\n', "own paths"),
     ],
 )
 def test_a_bad_routes_file_fails_at_start_naming_the_problem(
@@ -88,5 +93,5 @@ def test_the_first_matching_template_wins(tmp_path: Path) -> None:
 
     assert isinstance(special, Matched)
     assert isinstance(other, Matched)
-    assert str(special.route.config.upstream) == "http://a/"
-    assert str(other.route.config.upstream) == "http://b/"
+    assert special.route.upstream == "http://a/"
+    assert other.route.upstream == "http://b/"

@@ -14,7 +14,7 @@ from authbus_api.core.access import (
     judge,
     route,
 )
-from authbus_api.core.errors import Error
+from authbus_api.core.errors import CATALOG, Error
 from authbus_api.core.paths import split_target
 from authbus_api.core.routing import RouteSpec, RouteTable, TemplateError, compile_template
 from authbus_shared.contracts.authz import AccountView, AuthMethod
@@ -24,7 +24,9 @@ UP = "http://upstream"
 TABLE = RouteTable(
     [
         RouteSpec("/admin", frozenset({"GET", "POST"}), UP, scopes=frozenset({"admin"})),
-        RouteSpec("/admin/{rest:path}", frozenset({"GET", "POST"}), UP, scopes=frozenset({"admin"})),
+        RouteSpec(
+            "/admin/{rest:path}", frozenset({"GET", "POST"}), UP, scopes=frozenset({"admin"})
+        ),
         RouteSpec("/public/{rest:path}", frozenset({"GET"}), UP, auth="none"),
         RouteSpec("/v2/beta", frozenset({"GET"}), UP, released=False, error_shape="structured"),
         RouteSpec("/v1/items/{id:int}", frozenset({"GET"}), UP),
@@ -48,8 +50,6 @@ def decide(raw: str, who: Principal | Denied | None, method: str = "GET") -> int
 
 
 def _status(denied: Denied) -> int:
-    from authbus_api.core.errors import CATALOG
-
     return CATALOG[denied.error].status
 
 

@@ -30,7 +30,7 @@ from authbus_api.core.client_address import Network
 from authbus_api.core.errors import Error
 from authbus_api.core.paths import normalise
 from authbus_api.core.routing import RouteTable
-from authbus_api.http.errors import ErrorStyle
+from authbus_api.http.errors import ErrorStyle, lower_headers
 from authbus_api.http.forward_auth import FORWARD_AUTH, ForwardAuth
 from authbus_api.http.request import Facts, read
 from authbus_api.proxy import UpstreamFailed, Upstreams
@@ -75,8 +75,8 @@ class Router:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         facts = read(scope, self.trusted)
-        if isinstance(facts, Denied):
-            await self._deny(send, facts, {})
+        if isinstance(facts, Denied):  # still answered in the shape the client asked for
+            await self._deny(send, facts, lower_headers(scope["headers"]))
             return
         path = normalise(facts.raw_path)
         if path is not None and self.forward_auth.serves(path):
