@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from authbus_api.core.access import Principal
 from authbus_api.core.quota import Quota, RatePolicy
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_api.core.access import Principal
 from authbus_api.gate import Gate
 from authbus_api.metrics import ApiMetrics
 from authbus_api.policies import load_policies

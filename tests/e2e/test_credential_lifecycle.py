@@ -24,6 +24,7 @@ def statuses(system: System, headers: dict[str, str]) -> list[int]:
 
 def test_a_legacy_key_works_with_deprecation_headers_until_revoked(system: System) -> None:
     email = system.new_account()
+    system.admin("account", "grant-scopes", email, "read")  # A8: an operator's grant first
     created = system.admin("key", "create", email, "--name", "old-integration", "--scope", "read")
     key = created["key"]
     headers = basic(f"{email}/key", key)

@@ -1,17 +1,22 @@
-"""authz's issue-#3 flows over the real broker and MongoDB-wire server: legacy keys, login 2FA,
-self-service tokens, login throttling, key rotation across two instances, batched usage
-(SPEC A1, A3, A5, A7, A10, V1)."""
+"""authz's flows over the real broker and MongoDB-wire server: legacy keys, login 2FA,
+self-service tokens, login throttling, key rotation across two instances, batched usage, and
+scopes granted by operators with the CLI (SPEC A1, A3, A5, A7, A8, A10, G4, V1)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 import pyotp
 import pytest
 from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
 
 from authbus_authz.admin import AdminSettings, connected
+from authbus_authz.admin.cli import app as admin_cli
 from authbus_authz.runner import run as run_authz
 from authbus_authz.settings import AuthzSettings
 from authbus_dev.infra import InfraConfig
@@ -27,7 +32,9 @@ from authbus_shared.contracts.authz import (
 )
 from authbus_shared.contracts.commands import (
     AccountRef,
+    AccountScopes,
     CommandRejected,
+    GrantScopes,
     NewKey,
     NewToken,
     RevokeKey,
@@ -85,6 +92,8 @@ def secret_of(reply: object) -> Secret:
 async def test_a_legacy_key_works_only_with_its_email_until_revoked(
     client: AuthzClient, kafka: KafkaSettings
 ) -> None:
+    granted = await client.ask(GrantScopes(account=AccountRef(email=ANN), add=("read",)), ANN)
+    assert isinstance(granted, AccountScopes)
     created = secret_of(
         await client.create_key(AccountRef(email=ANN), name="legacy", scopes=("read",))
     )
@@ -233,3 +242,48 @@ async def test_uses_are_recorded_in_batches_and_key_uses_audited(
         await eventually(lambda: any(isinstance(e, KeyUsed) for e in audit))
     used = next(e for e in audit if isinstance(e, KeyUsed))
     assert (used.key_id, used.uses) == (key_id, 5)
+
+
+async def admin(kafka: KafkaSettings, *args: str) -> dict[str, Any]:
+    """The operators' CLI (`authbus-admin ... --json`) against this test's topics."""
+    env = {"AUTHBUS_ADMIN_KAFKA__TOPIC_PREFIX": kafka.topic_prefix}
+    argv = [*args, "--bootstrap", kafka.bootstrap_servers, "--json"]
+    # Its own event loop, in a thread: the CLI calls asyncio.run.
+    result = await asyncio.to_thread(CliRunner().invoke, admin_cli, argv, env=env)
+    assert result.exit_code == 0, result.output
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+async def test_operators_grant_scopes_and_only_granted_scopes_are_issued_and_apply(
+    client: AuthzClient, kafka: KafkaSettings
+) -> None:
+    """A8 over the real broker and database: a grant from the CLI; a token inside it issued,
+    beyond it refused; a scope taken away is gone from the next verification; every change
+    broadcast for the api caches."""
+    granted = await admin(kafka, "account", "grant-scopes", ANN, "write", "read")
+    token = secret_of(await client.issue_token(ANN, name="ci", scopes=("read", "write"))).value
+    beyond = await client.issue_token(ANN, name="ci", scopes=("read", "admin"))
+    self_made = await client.create_token(
+        SealedLogin(email=ANN, password=PASSWORD), name="mine", scopes=("admin",)
+    )
+    before = await verify(client, CredentialKind.BEARER, token)
+
+    revoked = await admin(kafka, "account", "revoke-scopes", ANN, "write")
+    after = await verify(client, CredentialKind.BEARER, token)
+    shown = await admin(kafka, "account", "show", ANN)
+
+    assert granted["scopes"] == ["read", "write"]
+    assert beyond == self_made == CommandRejected(reason="scope_not_granted", detail="admin")
+    assert (before.outcome, before.scopes) == (Outcome.VALID, ("read", "write"))
+    assert revoked["scopes"] == ["read"]
+    assert (after.outcome, after.scopes) == (Outcome.VALID, ("read",))
+    assert shown["account"]["email"] == ANN and shown["scopes"] == ["read"]
+    assert (shown["totp_enabled"], shown["disabled"]) == (False, False)
+    async with collected(kafka, topics.AUTH_CHANGES) as changes:
+        await eventually(
+            lambda: (
+                [e.change for e in changes if isinstance(e, AccountChanged)]
+                == ["scopes_changed"] * 2
+            )
+        )

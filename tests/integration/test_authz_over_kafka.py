@@ -20,7 +20,14 @@ from authbus_shared.contracts.authz import (
     Outcome,
     SealedCredential,
 )
-from authbus_shared.contracts.commands import CommandRejected, NewToken, RevokeToken
+from authbus_shared.contracts.commands import (
+    AccountRef,
+    AccountScopes,
+    CommandRejected,
+    GrantScopes,
+    NewToken,
+    RevokeToken,
+)
 from authbus_shared.contracts.events import AccountCreated, KeyPublished, TokenIssued, TokenRevoked
 from authbus_shared.settings import KafkaSettings
 from tests.integration.conftest import authz_instance
@@ -65,6 +72,8 @@ async def test_an_account_is_created_once_per_email_whatever_its_case(client: Au
 
 async def test_every_credential_form_is_checked_over_kafka(client: AuthzClient) -> None:
     await client.create_account("ann@example.com", PASSWORD, None)
+    order = GrantScopes(account=AccountRef(email="ann@example.com"), add=("read",))
+    assert isinstance(await client.ask(order, "ann@example.com"), AccountScopes)
     token_id, token = await new_token(client, "ann@example.com", ("read",))
 
     bearer = await verify(client, SealedCredential(kind=CredentialKind.BEARER, secret=token))
@@ -85,7 +94,11 @@ async def test_every_credential_form_is_checked_over_kafka(client: AuthzClient) 
     assert bearer.credential_id == token_id
     assert bearer.account is not None and bearer.account.email == "ann@example.com"
     assert basic_token.outcome is Outcome.VALID
-    assert (password.outcome, password.method) == (Outcome.VALID, AuthMethod.PASSWORD)
+    assert (password.outcome, password.method, password.scopes) == (
+        Outcome.VALID,
+        AuthMethod.PASSWORD,
+        ("read",),  # the password carries the whole grant (A8)
+    )
 
 
 async def test_wrong_and_unknown_credentials_get_the_same_denial(client: AuthzClient) -> None:

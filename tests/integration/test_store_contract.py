@@ -4,6 +4,7 @@ the real MongoDB-wire server must behave the same, method by method."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,7 @@ def token(token_id: str, account_id: str = "a1", minutes: int = 0) -> TokenRecor
         expires_at=NOW + timedelta(days=1),
         amr=("pwd", "otp", "mfa"),
         hint="abc123",
+        token_sha256="5e" * 32,
     )
 
 
@@ -120,6 +122,61 @@ async def test_racing_claims_of_one_step_give_it_to_exactly_one(store: Credentia
     claims = await asyncio.gather(*(store.claim_totp_step("a1", 500) for _ in range(6)))
 
     assert claims.count(True) == 1
+
+
+# scope grants (A8) --------------------------------------------------------------------------
+async def test_scopes_are_added_and_removed_in_order_each_once(store: CredentialStore) -> None:
+    await store.insert_account(dataclasses.replace(account("ann@example.com"), scopes=("read",)))
+
+    first = await store.change_scopes("a1", ("write", "admin", "write"), ("read", "never"))
+    again = await store.change_scopes("a1", ("read", "write"), ())
+
+    assert first is not None and first.scopes == ("write", "admin")
+    assert again is not None and again.scopes == ("write", "admin", "read")
+    assert await store.account_by_id("a1") == again
+    assert await store.change_scopes("nope", ("read",), ()) is None
+
+
+async def test_an_account_update_replaces_the_grant(store: CredentialStore) -> None:
+    await store.insert_account(dataclasses.replace(account("ann@example.com"), scopes=("read",)))
+
+    replaced = await store.update_account("a1", {"scopes": ("admin", "billing")})
+    emptied = await store.update_account("a1", {"scopes": ()})
+
+    assert replaced is not None and replaced.scopes == ("admin", "billing")
+    assert emptied is not None and emptied.scopes == ()
+    assert await store.account_by_id("a1") == emptied
+
+
+async def test_concurrent_grant_changes_are_all_kept(store: CredentialStore) -> None:
+    """A revocation racing grants of other scopes is never undone (no read-modify-write)."""
+    await store.insert_account(dataclasses.replace(account("ann@example.com"), scopes=("old",)))
+
+    await asyncio.gather(
+        store.change_scopes("a1", (), ("old",)),
+        *(store.change_scopes("a1", (f"s{i}",), ()) for i in range(6)),
+    )
+
+    found = await store.account_by_id("a1")
+    assert found is not None and sorted(found.scopes) == [f"s{i}" for i in range(6)]
+
+
+async def test_documents_from_before_grants_and_digests_read_as_none_granted_and_no_digest(
+    mongo_db: AsyncIOMotorDatabase[dict[str, Any]],
+) -> None:
+    """Migration (ADR 0011): no step needed; older documents lack the fields."""
+    mongo = MongoStore(mongo_db)
+    await mongo.insert_account(account("ann@example.com"))
+    await mongo.insert_token(token("t1"))
+    await mongo_db["accounts"].update_one({"_id": "a1"}, {"$unset": {"scopes": ""}})
+    await mongo_db["tokens"].update_one({"_id": "t1"}, {"$unset": {"token_sha256": ""}})
+
+    found, old_token = await mongo.account_by_id("a1"), await mongo.token_by_id("t1")
+    granted = await mongo.change_scopes("a1", ("read",), ("never",))
+
+    assert found is not None and found.scopes == ()
+    assert old_token is not None and (old_token.token_sha256, old_token.hint) == ("", "abc123")
+    assert granted is not None and granted.scopes == ("read",)
 
 
 # tokens -------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The management API over HTTP (SPEC G1) with a twin of authz's command side: what each
+"""The management API over HTTP (SPEC G1, A8) with a twin of authz's command side: what each
 route sends, what it answers, and how authz's refusals map to the catalog."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -11,13 +12,23 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from authbus_api.app import create_app, edge
+from authbus_api.core.errors import CATALOG, Error
 from authbus_api.manage import Signup
 from authbus_api.metrics import ApiMetrics
+from authbus_shared import apikeys
 from authbus_shared.authz_client import AuthzKeys, Refusal, Secret
-from authbus_shared.contracts.authz import AccountView, RequestFailed
+from authbus_shared.contracts.authz import (
+    AccountView,
+    AuthMethod,
+    CredentialVerified,
+    Outcome,
+    RequestFailed,
+)
 from authbus_shared.contracts.commands import (
     AccountRef,
+    AccountScopes,
     CommandRejected,
+    GrantScopes,
     KeyList,
     ListKeys,
     ListTokens,
@@ -39,10 +50,33 @@ from authbus_shared.contracts.events import (
 )
 from authbus_shared.kafka.rpc import RpcTimeout
 from authbus_shared.ops import Probes, ops_app
-from tests.api_twins import twin_gate
+from tests.api_twins import ANN, VALID, ScriptedAuthz, twin_gate
 
 TOKEN = {"Authorization": "Bearer good", "Accept": "application/json"}
+ADMIN = {"Authorization": "Bearer admin", "Accept": "application/json"}
+PASSWORD = {"Authorization": "Basic YW5uQGV4YW1wbGUuY29tOnB3", "Accept": "application/json"}
+LEGACY_KEY = apikeys.generate()
+KEY = {
+    "Authorization": "Basic "
+    + base64.b64encode(f"ann@example.com/key:{LEGACY_KEY}".encode()).decode(),
+    "Accept": "application/json",
+}
+VERDICTS = {  # what authz answers for each secret: its scopes are the effective ones (A8)
+    "good": VALID,
+    "admin": VALID.model_copy(update={"scopes": ("admin",), "credential_id": "t-admin"}),
+    "pw": CredentialVerified(
+        outcome=Outcome.VALID,
+        account=ANN,
+        scopes=("read", "write"),
+        method=AuthMethod.PASSWORD,
+        credential_id="password:acc-1",
+    ),
+    LEGACY_KEY: VALID.model_copy(
+        update={"scopes": ("write",), "method": AuthMethod.KEY, "credential_id": "k1"}
+    ),
+}
 JSON = {"Accept": "application/json"}
+ENGLISH = {"Accept-Language": "en"}  # else the account's locale (fr) is spoken (E3)
 URI = "otpauth://totp/authbus:ann%40example.com?secret=JBSWY3DPEHPK3PXP&issuer=authbus"
 
 
@@ -68,6 +102,12 @@ class CommandsTwin:
         if isinstance(command, RevokeToken):
             return self._answer(
                 TokenRevoked(token_id=command.token_id, account_id="acc-1", revoked_at=utcnow())
+            )
+        if isinstance(command, GrantScopes):
+            granted = tuple(sorted(command.exactly or ()))
+            assert command.account.account_id is not None
+            return self._answer(
+                AccountScopes(account_id=command.account.account_id, scopes=granted)
             )
         return self._answer(RequestFailed(reason="internal"))
 
@@ -103,10 +143,15 @@ class CommandsTwin:
         name: str,
         scopes: tuple[str, ...] = (),
         expires_in_s: int | None = None,
+        within: tuple[str, ...] | None = None,
     ) -> Secret | Refusal:
-        self.asked.append(account)
+        self.asked.append(("create_key", account, scopes, within))
         issued = KeyIssued(key_id="k9", account_id="acc-1", name=name, prefix="abk_12", scopes=())
-        return Secret(NewKey(key=issued, sealed_key="x"), "abk_the-key")
+        reply = self._answer(NewKey(key=issued, sealed_key="x"))
+        if isinstance(reply, CommandRejected | RequestFailed):
+            return reply
+        assert isinstance(reply, NewKey)
+        return Secret(reply, "abk_the-key")
 
     async def enroll_totp(self, account: AccountRef) -> Secret | Refusal:
         self.asked.append(account)
@@ -136,7 +181,8 @@ TOKEN_INFO = TokenInfo(
 def build(commands: CommandsTwin, signup: Signup = "open") -> httpx.AsyncClient:
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
-    gate = twin_gate(metrics, deprecation={"Deprecation": "@1704067200"})
+    authz = ScriptedAuthz(dict(VERDICTS))
+    gate = twin_gate(metrics, authz=authz, deprecation={"Deprecation": "@1704067200"})
     app = create_app(gate, AuthzKeys(), commands=commands, signup=signup)
     transport = httpx.ASGITransport(app=edge(app, ops_app(registry, Probes()), metrics))
     return httpx.AsyncClient(transport=transport, base_url="http://api")
@@ -242,7 +288,102 @@ async def test_a_key_is_created_with_the_deprecation_header(
     assert response.status_code == 201
     assert response.json()["secret"] == "abk_the-key"
     assert response.headers["deprecation"] == "@1704067200"
-    assert commands.asked == [AccountRef(account_id="acc-1")]
+    assert commands.asked == [("create_key", AccountRef(account_id="acc-1"), (), ("read",))]
+
+
+# --- scopes (A8) --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "within"),
+    [(TOKEN, ("read",)), (KEY, ("write",)), (PASSWORD, None)],
+    ids=["token", "key", "password"],
+)
+async def test_a_new_key_is_bounded_by_the_callers_token_or_key_but_a_password_by_the_grant(
+    client: httpx.AsyncClient,
+    commands: CommandsTwin,
+    headers: dict[str, str],
+    within: tuple[str, ...] | None,
+) -> None:
+    body = {"name": "legacy", "scopes": ["read", "write"]}
+
+    response = await client.post("/v0/keys", json=body, headers=headers)
+
+    assert response.status_code == 201
+    assert commands.asked == [
+        ("create_key", AccountRef(account_id="acc-1"), ("read", "write"), within)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/v0/tokens", {"email": "ann@example.com", "password": "pw", "name": "ci"}, JSON),
+        ("/v0/keys", {"name": "legacy", "scopes": ["admin"]}, TOKEN),
+    ],
+    ids=["token", "key"],
+)
+async def test_a_scope_not_granted_is_a_403_that_says_so(
+    client: httpx.AsyncClient,
+    commands: CommandsTwin,
+    path: str,
+    body: dict[str, object],
+    headers: dict[str, str],
+) -> None:
+    commands.next = CommandRejected(reason="scope_not_granted", detail="admin")
+
+    response = await client.post(path, json=body, headers=headers | ENGLISH)
+
+    assert response.status_code == 403
+    assert response.json()["error"] == CATALOG[Error.SCOPE_NOT_GRANTED].message
+
+
+async def test_an_admin_replaces_an_accounts_grant_and_sees_the_result(
+    client: httpx.AsyncClient, commands: CommandsTwin
+) -> None:
+    body = {"scopes": ["write", "read"]}
+
+    response = await client.put("/v0/accounts/acc-7/scopes", json=body, headers=ADMIN)
+
+    assert response.status_code == 200
+    assert response.json() == {"account_id": "acc-7", "scopes": ["read", "write"]}
+    assert commands.asked == [
+        GrantScopes(account=AccountRef(account_id="acc-7"), exactly=("write", "read"))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [(TOKEN, Error.FORBIDDEN), (PASSWORD, Error.FORBIDDEN), (JSON, Error.MISSING_TOKEN)],
+    ids=["token-without-admin", "password-without-admin", "anonymous"],
+)
+async def test_changing_a_grant_needs_the_admin_scope(
+    client: httpx.AsyncClient, commands: CommandsTwin, headers: dict[str, str], error: Error
+) -> None:
+    response = await client.put(
+        "/v0/accounts/acc-1/scopes", json={"scopes": ["admin"]}, headers=headers | ENGLISH
+    )
+
+    assert response.status_code == CATALOG[error].status
+    assert response.json()["error"] == CATALOG[error].message
+    assert commands.asked == []
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status"),
+    [
+        (CommandRejected(reason="unknown_account"), 404),
+        (CommandRejected(reason="invalid_input"), 400),
+    ],
+)
+async def test_a_refused_grant_maps_to_the_catalog(
+    client: httpx.AsyncClient, commands: CommandsTwin, refusal: CommandRejected, status: int
+) -> None:
+    commands.next = refusal
+
+    response = await client.put("/v0/accounts/nope/scopes", json={"scopes": ["x"]}, headers=ADMIN)
+
+    assert (response.status_code, response.json()["code"]) == (status, str(status))
 
 
 async def test_2fa_enrolment_gives_the_uri_and_a_qr_code(client: httpx.AsyncClient) -> None:

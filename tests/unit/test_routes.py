@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from authbus_api.policies import load_policies, with_routes
 from authbus_api.core.routing import Matched, WrongMethod
+from authbus_api.policies import load_policies, with_routes
 from authbus_api.routes import load_routes
 from authbus_shared.settings import ConfigError
 

@@ -177,6 +177,7 @@ async def test_a_token_beyond_the_accounts_grant_is_refused_naming_the_missing_s
     await grant(accounts, ALICE, "read")
     asked = ("read", "billing", "admin")
 
+    refusal: object
     if asker == "operator":
         refusal = (await issuing.issue_token(ALICE, request(scopes=asked))).reply
     else:

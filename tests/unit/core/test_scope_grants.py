@@ -3,7 +3,10 @@ apply only inside the account's current grant; a password carries the whole gran
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import pytest
 
@@ -43,6 +46,7 @@ from .support import (
 )
 
 ME = AccountRef(email=ALICE)
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -309,3 +313,20 @@ async def test_a_password_carries_the_accounts_whole_grant(
 
     assert ungranted_verdict.scopes == ()
     assert (verdict.outcome, verdict.scopes) == (Outcome.VALID, ("read", "write"))
+
+
+async def test_a_password_verdict_is_stamped_before_the_account_is_read(
+    verifier: Verifier, clock: FakeClock, alice: AccountView
+) -> None:
+    """argon2 runs after the read: were the verdict stamped after it, one that saw the grant
+    before a change could look newer than the change, and the api would cache it."""
+
+    async def slow_argon2(fn: Callable[[], T], /) -> T:
+        clock.advance(timedelta(milliseconds=40))
+        return fn()
+
+    slow = dataclasses.replace(verifier, run_blocking=slow_argon2)
+
+    verdict = await verdict_of(slow, password(ALICE, ALICE_PASSWORD))
+
+    assert (verdict.outcome, verdict.checked_at) == (Outcome.VALID, T0)

@@ -125,9 +125,7 @@ def test_a_segment_that_is_not_canonical_base64url_is_invalid(
 
 
 @pytest.mark.parametrize("count", [2, 4], ids=["two", "four"])
-def test_a_token_without_exactly_three_segments_is_not_canonical(
-    ring: KeyRing, count: int
-) -> None:
+def test_a_token_without_exactly_three_segments_is_not_canonical(ring: KeyRing, count: int) -> None:
     parts = real_token(ring).split(".")
 
     assert not canonical(".".join((parts * 2)[:count]))

@@ -1,7 +1,10 @@
-"""`authbus-admin`: accounts, tokens, legacy keys and signing keys, for operators (SPEC G4).
+"""`authbus-admin`: accounts, scope grants, tokens, legacy keys and signing keys, for operators
+(SPEC G4, A8).
 
 Passwords are read from a prompt or stdin, never from argv. A new token or key is printed
-once and never stored here. `--json` prints one JSON object for scripts.
+once and never stored here. `--json` prints one JSON object for scripts. Scopes are granted
+to an account here (`account grant-scopes`); a token or key gets only scopes inside its
+account's grant, and one taken away stops applying to the tokens and keys that carry it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ import typer
 from authbus_authz.admin.connection import expect, run, show
 from authbus_shared.authz_client import Secret
 from authbus_shared.contracts.commands import (
+    AccountInfo,
     AccountRef,
+    AccountScopes,
+    GetAccount,
+    GrantScopes,
     KeyList,
     ListKeys,
     ListTokens,
@@ -49,6 +56,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object (for
 Name = Annotated[str, typer.Option(help="A name to recognise it by.")]
 Scope = Annotated[list[str] | None, typer.Option(help="A scope; repeat for more.")]
 ExpiresIn = Annotated[int | None, typer.Option(help="Lifetime in seconds (default: no expiry).")]
+Scopes = Annotated[list[str], typer.Argument(help="One or more scopes.", show_default=False)]
 
 
 # accounts -----------------------------------------------------------------------------------
@@ -93,6 +101,56 @@ def account_disable(email: str, bootstrap: Bootstrap = None, as_json: AsJson = F
 def account_enable(email: str, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
     """Enable a disabled account again."""
     _set_disabled(email, False, bootstrap, as_json)
+
+
+def _change_grant(order: GrantScopes, email: str, bootstrap: str | None, as_json: bool) -> None:
+    reply = expect(run(bootstrap, lambda c: c.ask(order, _key(email))), AccountScopes)
+    granted = " ".join(reply.scopes) or "(none)"
+    show(as_json, reply.model_dump(mode="json"), f"account {email}: scopes {granted}")
+
+
+@account_app.command("grant-scopes")
+def account_grant_scopes(
+    email: str, scopes: Scopes, bootstrap: Bootstrap = None, as_json: AsJson = False
+) -> None:
+    """Add scopes to an account's grant: its tokens and keys may then be made with them."""
+    _change_grant(
+        GrantScopes(account=AccountRef(email=email), add=tuple(scopes)), email, bootstrap, as_json
+    )
+
+
+@account_app.command("revoke-scopes")
+def account_revoke_scopes(
+    email: str, scopes: Scopes, bootstrap: Bootstrap = None, as_json: AsJson = False
+) -> None:
+    """Take scopes out of an account's grant: its tokens and keys stop carrying them.
+
+    Every api instance drops the account's cached verdicts (within its cache bound)."""
+    order = GrantScopes(account=AccountRef(email=email), remove=tuple(scopes))
+    _change_grant(order, email, bootstrap, as_json)
+
+
+@account_app.command("show")
+def account_show(email: str, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """An account: id, email, locale, login 2FA, disabled, and its granted scopes."""
+    command = GetAccount(account=AccountRef(email=email))
+    info = expect(run(bootstrap, lambda c: c.ask(command, _key(email))), AccountInfo)
+    text = "\n".join(
+        [
+            f"id        {info.account.id}",
+            f"email     {info.account.email}",
+            f"locale    {info.account.locale or '-'}",
+            f"2FA       {'on' if info.totp_enabled else 'off'}",
+            f"disabled  {'yes' if info.disabled else 'no'}",
+            f"scopes    {' '.join(info.scopes) or '(none)'}",
+        ]
+    )
+    show(as_json, info.model_dump(mode="json"), text)
+
+
+def _key(email: str) -> str:
+    """The commands' partition key for an account named by email."""
+    return email.strip().lower()
 
 
 # tokens -------------------------------------------------------------------------------------

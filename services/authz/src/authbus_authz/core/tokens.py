@@ -118,6 +118,8 @@ def check_signature(
     token: str, ring: KeyRing, *, issuer: str, audience: str, now: datetime
 ) -> Claims | Outcome:
     """The verified claims, or why not (`invalid` or `expired`)."""
+    if not canonical(token):
+        return Outcome.INVALID
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:

@@ -21,7 +21,8 @@ Scopes (A8, `scopes.py`): a valid token or key carries its own scopes that are i
 account's grant as read now; a password carries the whole grant.
 
 Consistency: reads the store on every call; caching verdicts is the api's job, bounded by
-`valid_until` and invalidated by change events. Every verdict carries `checked_at`.
+`valid_until` and invalidated by change events. Every verdict carries `checked_at`, taken
+before the store is read, so it never postdates the state the verdict saw.
 Errors: store failures propagate as exceptions (the handler answers `RequestFailed`).
 """
 
@@ -132,7 +133,7 @@ class Verifier:
         if (
             record is None
             or record.account_id != claims.account_id
-            or not True
+            or not _as_issued(record, token)
         ):
             return self._denied(Outcome.INVALID)
         stale = _lapsed(record.revoked_at, record.expires_at, now)
@@ -189,6 +190,9 @@ class Verifier:
 
     # passwords ---------------------------------------------------------------------------
     async def _password(self, email: str, password: str, client: str | None) -> Checked:
+        # Stamped before the account is read (argon2 takes a while after): a verdict that read
+        # the account before a change must not look newer than the change (VerdictCache).
+        read_at = self.clock()
         check = await self.check_password(email, password, client, kind=CredentialKind.PASSWORD)
         account = check.account
         if check.outcome is not Outcome.VALID or account is None:
@@ -210,7 +214,7 @@ class Verifier:
             scopes=normalized(account.scopes),  # the master credential: the whole grant
             method=AuthMethod.PASSWORD,
             credential_id=password_credential_id(account.id),
-            checked_at=self.clock(),
+            checked_at=read_at,
         )
         return Checked(verdict)
 
