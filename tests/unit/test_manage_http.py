@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from authbus_api.app import create_app, edge
+from authbus_api.app import HttpOptions, build_http
 from authbus_api.core.errors import CATALOG, Error
 from authbus_api.manage import Signup
 from authbus_api.metrics import ApiMetrics
@@ -183,8 +183,9 @@ def build(commands: CommandsTwin, signup: Signup = "open") -> httpx.AsyncClient:
     metrics = ApiMetrics(registry)
     authz = ScriptedAuthz(dict(VERDICTS))
     gate = twin_gate(metrics, authz=authz, deprecation={"Deprecation": "@1704067200"})
-    app = create_app(gate, AuthzKeys(), commands=commands, signup=signup)
-    transport = httpx.ASGITransport(app=edge(app, ops_app(registry, Probes()), metrics))
+    options = HttpOptions(commands=commands, signup=signup)
+    app = build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
+    transport = httpx.ASGITransport(app=app)
     return httpx.AsyncClient(transport=transport, base_url="http://api")
 
 

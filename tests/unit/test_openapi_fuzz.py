@@ -10,7 +10,7 @@ import hypothesis
 import schemathesis
 from prometheus_client import CollectorRegistry
 
-from authbus_api.app import create_app, edge
+from authbus_api.app import HttpOptions, build_http
 from authbus_api.metrics import ApiMetrics
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import Probes, ops_app
@@ -19,10 +19,12 @@ from tests.unit.test_manage_http import CommandsTwin
 
 _registry = CollectorRegistry()
 _metrics = ApiMetrics(_registry)
-APP = edge(
-    create_app(twin_gate(_metrics), AuthzKeys(), commands=CommandsTwin()),
-    ops_app(_registry, Probes()),
+APP = build_http(
+    twin_gate(_metrics),
+    AuthzKeys(),
     _metrics,
+    ops_app(_registry, Probes()),
+    HttpOptions(commands=CommandsTwin()),
 )
 schema = schemathesis.openapi.from_asgi("/v0/openapi.json", APP)
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from authbus_api.app import create_app, edge
+from authbus_api.app import HttpOptions, build_http
 from authbus_api.core.errors import CATALOG, Error
 from authbus_api.metrics import ApiMetrics
 from authbus_authz.core.accounts import AccountCommands
@@ -148,8 +148,9 @@ async def client(core: Core) -> AsyncIterator[httpx.AsyncClient]:
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
     gate = twin_gate(metrics, authz=Verdicts({}, verifier=core.verifier))
-    app = create_app(gate, AuthzKeys(), commands=core, signup="admin")
-    transport = httpx.ASGITransport(app=edge(app, ops_app(registry, Probes()), metrics))
+    options = HttpOptions(commands=core, signup="admin")
+    app = build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
         yield c
 

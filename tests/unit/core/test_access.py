@@ -27,7 +27,7 @@ TABLE = RouteTable(
         RouteSpec(
             "/admin/{rest:path}", frozenset({"GET", "POST"}), UP, scopes=frozenset({"admin"})
         ),
-        RouteSpec("/public/{rest:path}", frozenset({"GET"}), UP, auth="none"),
+        RouteSpec("/public/{rest:path}", frozenset({"GET"}), UP, auth="anonymous"),
         RouteSpec("/v2/beta", frozenset({"GET"}), UP, released=False, error_shape="structured"),
         RouteSpec("/v1/items/{id:int}", frozenset({"GET"}), UP),
         RouteSpec("/v1/items/{id:int}", frozenset({"DELETE"}), UP, scopes=frozenset({"w"})),

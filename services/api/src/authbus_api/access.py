@@ -59,7 +59,9 @@ class Access:
     ) -> Admitted | Denied:
         """Steps 401 to 429 for a routed request."""
         route_id = routed.route_id
-        if routed.route.auth == "none":
+        if routed.route.auth == "open":
+            return Admitted(Allowed(routed, None))
+        if routed.route.auth == "anonymous":
             counted = await self.gate.rate_anonymous(client, route_id)
             if isinstance(counted, Denied):
                 return _shaped(counted, routed)

@@ -15,17 +15,18 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from authbus_api.access import ANONYMOUS, Access
-from authbus_api.core.access import Principal, Unmatched
+from authbus_api.access import Access
+from authbus_api.core.access import Routed, Unmatched
 from authbus_api.core.client_address import LOOPBACK, Network
 from authbus_api.core.errors import Error
-from authbus_api.core.routing import RouteSpec, RouteTable
+from authbus_api.core.routing import RouteAccess, RouteSpec, RouteTable
 from authbus_api.gate import ApiError, Gate
+from authbus_api.http.body import install_body_handlers, limit_body
 from authbus_api.http.errors import ErrorStyle
 from authbus_api.http.forward_auth import Dialect, ForwardAuth
-from authbus_api.http.request import Facts
-from authbus_api.http.router import FACTS, Gateway, Router
-from authbus_api.manage import Commands, Signup, management_routes
+from authbus_api.http.limits import EdgeLimits
+from authbus_api.http.router import ROUTED, Gateway, Router, principal_of
+from authbus_api.manage import Commands, Signup, management_routes, route_access
 from authbus_api.metrics import ApiMetrics
 from authbus_api.proxy import Upstreams
 from authbus_shared.authz_client import AuthzKeys
@@ -77,7 +78,6 @@ def create_app(
     *,
     errors: ErrorStyle | None = None,
     commands: Commands | None = None,
-    signup: Signup = "open",
 ) -> FastAPI:
     """The api's own routes (the framework's part). Requests reach it through `Router`,
     which has already routed them (400, 404, 405) on their normalised path."""
@@ -88,26 +88,14 @@ def create_app(
         summary="Authentication and rate limiting at the front door of an HTTP API.",
         openapi_url="/v0/openapi.json",
         docs_url="/v0/docs",
+        swagger_ui_oauth2_redirect_url="/v0/docs/oauth2-redirect",
         redoc_url=None,
     )
 
-    async def authenticated(request: Request, route: str) -> Principal:
-        """Who is asking; a request without valid credentials is counted per client address
-        (R6) before its 401, and gets a 429 instead once that address is over its limit."""
-        client = client_of(request)
-        try:
-            return await gate.authenticate(request.headers.get("authorization"), client)
-        except ApiError as exc:
-            if exc.error in ANONYMOUS:
-                exc.headers.update(await gate.limit_anonymous(client, route))
-            raise
-
     @app.get("/v0/me", tags=["account"], responses={401: {}, 429: {}, 503: {}})
-    async def who_am_i(request: Request, response: Response) -> Me:
+    async def who_am_i(request: Request) -> Me:
         """Who the credential in `Authorization` belongs to (Bearer or Basic)."""
-        who = await authenticated(request, ME)
-        request.state.account_locale = who.account.locale  # errors from here on (E3)
-        response.headers.update(await gate.limit(who, ME))
+        who = principal_of(request.scope)
         return Me(
             id=who.account.id,
             email=who.account.email,
@@ -127,13 +115,8 @@ def create_app(
         """The public keys that verify authbus tokens (RFC 7517)."""
         return keys.jwks()
 
-    async def anonymous(request: Request, route: str) -> dict[str, str]:
-        """Count a request without a credential per client address (R6): its rate headers,
-        or raises the 429."""
-        return await gate.limit_anonymous(client_of(request), route)
-
-    if commands is not None:
-        app.include_router(management_routes(gate, commands, authenticated, anonymous, signup))
+    if commands is not None:  # the routes themselves (not an included router): `own_routes`
+        app.router.routes.extend(management_routes(gate, commands).routes)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> Response:
@@ -156,26 +139,43 @@ def create_app(
         log.error("unhandled error", path=request.url.path, exc_info=exc)
         return response
 
+    install_body_handlers(app, style)  # after the handlers above: it wraps HTTPException's
     return app
 
 
-def client_of(request: Request) -> str:
-    """The real client's address, as `Router` read it (`http/request.py`)."""
-    facts = request.scope.get(FACTS)
-    if isinstance(facts, Facts):
-        return facts.client
-    return request.client.host if request.client else "unknown"
+# The api's own routes that need nothing and count nothing: the keys and the API's docs.
+OPEN = RouteAccess("open")
+OPEN_ROUTES = (
+    "GET /.well-known/jwks.json",
+    "GET /v0/deprecations/api-keys",
+    "GET /v0/openapi.json",
+    "GET /v0/docs",
+    "GET /v0/docs/oauth2-redirect",
+)
 
 
-def own_routes(app: FastAPI) -> RouteTable:
-    """The api's own routes, as the access decision sees them (for 404 and 405 with a
-    complete `Allow`), read off the framework so the two cannot disagree."""
+def own_routes(app: FastAPI, signup: Signup) -> RouteTable:
+    """The api's own routes as the access decision sees them (404, 405 with a complete
+    `Allow`, and who may call each: `manage.route_access`, `OPEN_ROUTES`, else a credential), read
+    off the framework so the two cannot disagree."""
+    rules = {name: OPEN for name in OPEN_ROUTES} | route_access(signup)
     specs = []
     for route in app.router.routes:
         methods = getattr(route, "methods", None)
         path = getattr(route, "path", None)
-        if methods and isinstance(path, str):
-            specs.append(RouteSpec(template=path, methods=frozenset(methods) - {"HEAD"}))
+        if not methods or not isinstance(path, str):
+            continue
+        for method in sorted(set(methods) - {"HEAD"}):
+            rule = rules.get(f"{method} {path}", RouteAccess())
+            specs.append(
+                RouteSpec(
+                    template=path,
+                    methods=frozenset({method}),
+                    auth=rule.auth,
+                    scopes=rule.scopes,
+                    forbidden=rule.forbidden,
+                )
+            )
     return RouteTable(specs)
 
 
@@ -191,6 +191,7 @@ class HttpOptions:
     signup: Signup = "open"
     dialect: Dialect = "nginx"
     unmatched: Unmatched = "deny"
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
 
 
 def build_http(
@@ -199,14 +200,22 @@ def build_http(
     """The process's whole HTTP app: ops endpoints and metrics (`edge`), then `Router`, which
     reads and routes every request once and hands it to forward auth, the gateway or the
     framework."""
-    framework = create_app(
-        gate, keys, errors=options.errors, commands=options.commands, signup=options.signup
-    )
+    framework = create_app(gate, keys, errors=options.errors, commands=options.commands)
     access = Access(gate)
+    limits, style = options.limits, options.errors
+
+    def declared_limit(scope: Scope) -> int:
+        routed: Routed = scope[ROUTED]
+        own = routed.route.max_body_bytes
+        return own if own is not None else limits.gateway_max_body_bytes
+
     router = Router(
-        framework=framework,
-        gateway=Gateway(access, options.upstreams, options.errors),
-        own=own_routes(framework),
+        framework=limit_body(framework, limits, style, lambda _: limits.v0_max_body_bytes),
+        gateway=limit_body(
+            Gateway(access, options.upstreams, style), limits, style, declared_limit
+        ),
+        access=access,
+        own=own_routes(framework, options.signup),
         declared=options.routes,
         forward_auth=ForwardAuth(
             access, options.routes, options.trusted, options.dialect, options.unmatched

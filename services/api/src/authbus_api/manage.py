@@ -23,7 +23,7 @@ it. The caller's scopes are authz's effective ones (inside the account's current
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -33,7 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from authbus_api.core.access import Principal
 from authbus_api.core.errors import Error
+from authbus_api.core.routing import RouteAccess
 from authbus_api.gate import ApiError, Gate
+from authbus_api.http.router import client_of, principal_of
 from authbus_shared.authz_client import Refusal, Secret
 from authbus_shared.contracts.authz import AuthMethod
 from authbus_shared.contracts.commands import (
@@ -219,25 +221,24 @@ def qr_svg(uri: str) -> str:
     return buffer.getvalue().decode()
 
 
-Authenticated = Callable[[Request, str], Awaitable[Principal]]
-Anonymous = Callable[[Request, str], Awaitable[dict[str, str]]]
+def route_access(signup: Signup) -> dict[str, RouteAccess]:
+    """Who may call each route below (the access decision applies it, `core/access.py`);
+    a route not named here needs a valid credential."""
+    return {
+        "POST /v0/tokens": RouteAccess("anonymous"),  # a login: counted per client address
+        "POST /v0/accounts": (
+            RouteAccess("credential", frozenset({ADMIN_SCOPE}), Error.SIGNUP_CLOSED)
+            if signup == "admin"
+            else RouteAccess("anonymous")
+        ),
+        "PUT /v0/accounts/{account_id}/scopes": RouteAccess("credential", frozenset({ADMIN_SCOPE})),
+    }
 
 
-def management_routes(  # noqa: PLR0915 - one closure per route
-    gate: Gate,
-    commands: Commands,
-    authenticated: Authenticated,
-    anonymous: Anonymous,
-    signup: Signup,
-) -> APIRouter:
+def management_routes(gate: Gate, commands: Commands) -> APIRouter:  # noqa: PLR0915
+    """One closure per route; each finds its caller where the access decision left it."""
     router = APIRouter(prefix="/v0")
     errors: dict[int | str, dict[str, Any]] = {s: {} for s in (400, 401, 403, 429, 503)}
-
-    async def caller(request: Request, response: Response, route: str) -> Principal:
-        who = await authenticated(request, route)
-        request.state.account_locale = who.account.locale
-        response.headers.update(await gate.limit(who, route))
-        return who
 
     def own(who: Principal) -> AccountRef:
         return AccountRef(account_id=who.account.id)
@@ -246,14 +247,8 @@ def management_routes(  # noqa: PLR0915 - one closure per route
         return who.account.id
 
     @router.post("/accounts", status_code=201, tags=["account"], responses=errors)
-    async def sign_up(body: SignUp, request: Request, response: Response) -> Account:
+    async def sign_up(body: SignUp) -> Account:
         """Create an account (open, or for a token with the `admin` scope, per deployment)."""
-        if signup == "admin":
-            who = await caller(request, response, "POST /v0/accounts")
-            if ADMIN_SCOPE not in who.scopes:
-                raise ApiError(Error.SIGNUP_CLOSED)
-        else:
-            response.headers.update(await anonymous(request, "POST /v0/accounts"))
         created = await _expect(
             AccountCreated, commands.create_account(body.email, body.password, body.locale)
         )
@@ -261,12 +256,9 @@ def management_routes(  # noqa: PLR0915 - one closure per route
         return Account(id=account.id, email=account.email, locale=account.locale)
 
     @router.put("/accounts/{account_id}/scopes", tags=["account"], responses=errors | {404: {}})
-    async def grant(account_id: str, body: GrantIn, request: Request, response: Response) -> Grant:
+    async def grant(account_id: str, body: GrantIn) -> Grant:
         """Replace an account's grant (operators: a credential with the `admin` scope). Its
         tokens and keys keep only the scopes inside the new grant, on every instance."""
-        who = await caller(request, response, "PUT /v0/accounts/{account_id}/scopes")
-        if ADMIN_SCOPE not in who.scopes:
-            raise ApiError(Error.FORBIDDEN)
         command = GrantScopes(
             account=AccountRef(account_id=account_id[:64]), exactly=tuple(body.scopes)
         )
@@ -274,10 +266,9 @@ def management_routes(  # noqa: PLR0915 - one closure per route
         return Grant(account_id=granted.account_id, scopes=list(granted.scopes))
 
     @router.post("/tokens", status_code=201, tags=["tokens"], responses=errors)
-    async def create_token(body: NewTokenIn, request: Request, response: Response) -> Created:
+    async def create_token(body: NewTokenIn, request: Request) -> Created:
         """Log in for a new API token: email and password, and the TOTP code when 2FA is on
         (the token then says `two_factor`). The token is shown this once."""
-        response.headers.update(await anonymous(request, "POST /v0/tokens"))
         login = SealedLogin(email=body.email, password=body.password, totp_code=body.code)
         reply, token = await _secret(
             NewToken,
@@ -286,7 +277,7 @@ def management_routes(  # noqa: PLR0915 - one closure per route
                 name=body.name,
                 scopes=tuple(body.scopes),
                 expires_in_s=body.expires_in_s,
-                client=request.client.host if request.client else None,
+                client=client_of(request.scope),  # the real client, for the throttle (A10)
             ),
         )
         issued = reply.token
@@ -300,23 +291,23 @@ def management_routes(  # noqa: PLR0915 - one closure per route
         )
 
     @router.get("/tokens", tags=["tokens"], responses=errors)
-    async def list_tokens(request: Request, response: Response) -> dict[str, Any]:
+    async def list_tokens(request: Request) -> dict[str, Any]:
         """Your tokens (never the secret: `hint` is its last characters)."""
-        who = await caller(request, response, "GET /v0/tokens")
+        who = principal_of(request.scope)
         listed = await _expect(TokenList, commands.ask(ListTokens(account=own(who)), own_key(who)))
         return {"tokens": [t.model_dump(mode="json") for t in listed.tokens]}
 
     @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"], responses=errors)
-    async def revoke_token(token_id: str, request: Request, response: Response) -> None:
+    async def revoke_token(token_id: str, request: Request) -> None:
         """Revoke one of your tokens: refused everywhere from now on."""
-        who = await caller(request, response, "DELETE /v0/tokens/{token_id}")
+        who = principal_of(request.scope)
         command = RevokeToken(token_id=token_id[:64], account_id=who.account.id)
         await _expect(TokenRevoked, commands.ask(command, own_key(who)))
 
     @router.post("/keys", status_code=201, tags=["keys"], responses=errors)
     async def create_key(body: NewKeyIn, request: Request, response: Response) -> Created:
         """A legacy API key (deprecated: prefer tokens). Shown this once."""
-        who = await caller(request, response, "POST /v0/keys")
+        who = principal_of(request.scope)
         reply, key = await _secret(
             NewKey,
             commands.create_key(
@@ -338,35 +329,35 @@ def management_routes(  # noqa: PLR0915 - one closure per route
         )
 
     @router.get("/keys", tags=["keys"], responses=errors)
-    async def list_keys(request: Request, response: Response) -> dict[str, Any]:
-        who = await caller(request, response, "GET /v0/keys")
+    async def list_keys(request: Request) -> dict[str, Any]:
+        who = principal_of(request.scope)
         listed = await _expect(KeyList, commands.ask(ListKeys(account=own(who)), own_key(who)))
         return {"keys": [k.model_dump(mode="json") for k in listed.keys]}
 
     @router.delete("/keys/{key_id}", status_code=204, tags=["keys"], responses=errors)
-    async def revoke_key(key_id: str, request: Request, response: Response) -> None:
-        who = await caller(request, response, "DELETE /v0/keys/{key_id}")
+    async def revoke_key(key_id: str, request: Request) -> None:
+        who = principal_of(request.scope)
         command = RevokeKey(key_id=key_id[:64], account_id=who.account.id)
         await _expect(KeyRevoked, commands.ask(command, own_key(who)))
 
     @router.post("/2fa", status_code=201, tags=["2fa"], responses=errors)
-    async def enrol(request: Request, response: Response) -> Enrolment:
+    async def enrol(request: Request) -> Enrolment:
         """Start login 2FA: scan the QR code (or enter the URI) in an authenticator app, then
         confirm with a code. Until confirmed, nothing changes."""
-        who = await caller(request, response, "POST /v0/2fa")
+        who = principal_of(request.scope)
         _, uri = await _secret(TotpEnrollment, commands.enroll_totp(own(who)))
         return Enrolment(otpauth_uri=uri, qr_svg=qr_svg(uri))
 
     @router.post("/2fa/confirm", status_code=204, tags=["2fa"], responses=errors)
-    async def confirm(body: CodeIn, request: Request, response: Response) -> None:
+    async def confirm(body: CodeIn, request: Request) -> None:
         """Turn login 2FA on with a current code: passwords alone stop working."""
-        who = await caller(request, response, "POST /v0/2fa/confirm")
+        who = principal_of(request.scope)
         await _expect(AccountChanged, commands.confirm_totp(own(who), body.code))
 
     @router.post("/2fa/disable", status_code=204, tags=["2fa"], responses=errors)
-    async def disable(body: CodeIn, request: Request, response: Response) -> None:
+    async def disable(body: CodeIn, request: Request) -> None:
         """Turn login 2FA off, with a current code."""
-        who = await caller(request, response, "POST /v0/2fa/disable")
+        who = principal_of(request.scope)
         await _expect(AccountChanged, commands.disable_totp(own(who), body.code))
 
     return router

@@ -66,7 +66,7 @@ class RouteConfig(BaseModel):
             methods=frozenset(self.methods),
             upstream=str(self.upstream),
             released=self.released,
-            auth="none" if self.public else "credential",
+            auth="anonymous" if self.public else "credential",
             scopes=frozenset(self.scopes),
             policies=self.policies,
             error_shape=self.error_shape,

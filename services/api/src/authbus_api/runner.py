@@ -22,6 +22,7 @@ from authbus_api.app import HttpOptions, build_http
 from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
 from authbus_api.http.errors import ErrorStyle
+from authbus_api.http.server import edge_protocol
 from authbus_api.leases import KafkaLeases
 from authbus_api.metrics import ApiMetrics
 from authbus_api.policies import load_policies, with_routes
@@ -115,6 +116,7 @@ async def run(settings: ApiSettings) -> int:
             metrics=metrics,
             deprecation=settings.deprecation_headers,
         )
+        style = ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape)
         app = build_http(
             gate,
             views.keys,
@@ -122,16 +124,17 @@ async def run(settings: ApiSettings) -> int:
             ops_app(registry, probes),
             HttpOptions(
                 trusted=settings.trusted_proxies,
-                errors=ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape),
+                errors=style,
                 routes=routes,
                 upstreams=upstreams,
                 commands=authz,
                 signup=settings.signup,
                 dialect=settings.forward_auth.dialect,
                 unmatched=settings.forward_auth.unmatched,
+                limits=settings.edge,
             ),
         )
-        server, server_task = await start_http(http_config(app, settings))
+        server, server_task = await start_http(http_config(app, settings, style))
         stack.push_async_callback(stop_http, server, server_task)
         log.info("api started", port=settings.port)
 
@@ -142,12 +145,15 @@ async def run(settings: ApiSettings) -> int:
     return 1 if why == "failed" else 0
 
 
-def http_config(app: ASGIApp, settings: ApiSettings) -> uvicorn.Config:
+def http_config(app: ASGIApp, settings: ApiSettings, style: ErrorStyle) -> uvicorn.Config:
+    """uvicorn with the edge's limits on a request's head (`http/server.py`), no websockets
+    (no protocol that skips those limits), and no proxy-header handling of its own."""
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http="httptools",
+        http=edge_protocol(settings.edge, style),
+        ws="none",
         log_config=None,
         access_log=False,
         lifespan="off",

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from authbus_api.http.limits import EdgeLimits
 from authbus_shared.settings import ServiceSettings
 
 
@@ -90,6 +91,7 @@ class ApiSettings(ServiceSettings):
         ),
     )
     forward_auth: ForwardAuthSettings = Field(default_factory=ForwardAuthSettings)
+    edge: EdgeLimits = Field(default_factory=EdgeLimits)
     routes_file: Path | None = Field(
         default=None,
         description="TOML file of the routes to front (see config/routes.toml); unset: /v0 only.",

@@ -120,7 +120,7 @@ def judge(routed: Routed, caller: Principal | Denied | None) -> Allowed | Denied
     401 to answer, or authz's 429/503); None when the route needs no credential (then it is
     not looked up)."""
     spec = routed.route
-    if spec.auth == "none":
+    if spec.auth != "credential":
         return Allowed(routed, caller if isinstance(caller, Principal) else None)
     if caller is None:
         return Denied(Error.MISSING_TOKEN, shape=spec.error_shape)

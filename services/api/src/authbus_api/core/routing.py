@@ -23,7 +23,9 @@ from typing import Literal
 from authbus_api.core.errors import Error, JsonShape
 from authbus_api.core.paths import normalise
 
-Auth = Literal["credential", "none"]
+# credential: a valid one is needed; anonymous: none is, the request counts per client
+# address (R6); open: none is, and nothing is counted (the JWKS, the API docs).
+Auth = Literal["credential", "anonymous", "open"]
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|uuid|path))?\}")
 _CONVERTERS = {
     "str": "[^/]+",
@@ -58,6 +60,15 @@ class RouteSpec:
 
     def takes(self, method: str) -> bool:
         return method in self.methods or (method == "HEAD" and "GET" in self.methods)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAccess:
+    """Who may call one of the api's own routes (the declared ones say it in their file)."""
+
+    auth: Auth = "credential"
+    scopes: frozenset[str] = frozenset()
+    forbidden: Error = Error.FORBIDDEN
 
 
 @dataclass(frozen=True, slots=True)

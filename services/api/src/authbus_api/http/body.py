@@ -70,11 +70,11 @@ def refusal_of(exc: BaseException) -> BodyRefused | None:
         return exc.__cause__
     if isinstance(exc, BaseExceptionGroup):
         refused, rest = exc.split(BodyRefused)
-        while refused is not None and rest is None:
-            first = refused.exceptions[0]
-            if isinstance(first, BodyRefused):
-                return first
-            refused = first if isinstance(first, BaseExceptionGroup) else None
+        if refused is not None and rest is None:
+            leaf: BaseException = refused
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return leaf if isinstance(leaf, BodyRefused) else None
     return None
 
 

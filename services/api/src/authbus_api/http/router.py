@@ -17,15 +17,15 @@ has started yet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 import structlog
 from starlette.requests import Request
 
-from authbus_api.access import Access
-from authbus_api.core.access import Denied, Routed, route_path
+from authbus_api.access import Access, Admitted
+from authbus_api.core.access import Denied, Principal, Routed, route_path
 from authbus_api.core.client_address import Network
 from authbus_api.core.errors import Error
 from authbus_api.core.paths import normalise
@@ -40,12 +40,14 @@ log = structlog.get_logger(__name__)
 ROUTE = "authbus.route"  # scope key: the route template, for metrics (never the raw path)
 ROUTED = "authbus.routed"  # scope key: the `Routed` value
 FACTS = "authbus.facts"  # scope key: the request's `Facts`
+ADMITTED = "authbus.admitted"  # scope key: the `Admitted` value (the api's own routes)
 
 
 @dataclass
 class Router:
     framework: ASGIApp  # the api's own routes
     gateway: ASGIApp  # declared routes, after `Router` has routed them (see `Gateway`)
+    access: Access
     own: RouteTable
     declared: RouteTable
     forward_auth: ForwardAuth
@@ -71,7 +73,7 @@ class Router:
         except Exception:
             log.exception("request failed", path=scope.get("path"))
             if not started:
-                await self.style.send(send, Error.INTERNAL, {})
+                await self.style.send(send, Error.INTERNAL, lower_headers(scope["headers"]))
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         facts = read(scope, self.trusted)
@@ -93,10 +95,28 @@ class Router:
         if routed.route.upstream is not None:
             await self.gateway(scope, receive, send)
             return
-        own = {**scope, "path": unquote(routed.path), "raw_path": routed.path.encode("latin-1")}
+        await self._own(scope, receive, send, routed, facts)
+
+    async def _own(
+        self, scope: Scope, receive: Receive, send: Send, routed: Routed, facts: Facts
+    ) -> None:
+        """One of the api's own routes: the access decision, then the framework, which finds
+        who was let through in the scope (`admitted`) and answers with the rate headers."""
+        admitted = await self.access.admit(routed, facts.headers.get("authorization"), facts.client)
+        if isinstance(admitted, Denied):
+            await self._deny(send, admitted, facts.headers)
+            return
+        who = admitted.allowed.principal
+        own = {
+            **scope,
+            "path": unquote(routed.path),
+            "raw_path": routed.path.encode("latin-1"),
+            ADMITTED: admitted,
+            "state": {**scope.get("state", {}), "account_locale": who and who.account.locale},
+        }
         if facts.method == "HEAD":  # the framework's GET answers; the server sends no body
             own["method"] = "GET"
-        await self.framework(own, receive, send)
+        await self.framework(own, receive, _with_headers(send, admitted.headers))
 
     async def _forward_auth(self, facts: Facts, send: Send) -> None:
         headers, denied = await self.forward_auth.decide(facts)
@@ -163,3 +183,41 @@ class Gateway:
             account_locale=denied.locale or locale,
             shape=denied.shape,
         )
+
+
+def _with_headers(send: Send, headers: Mapping[str, str]) -> Send:
+    """`send`, adding `headers` (rate limits, deprecation) to the answer's start."""
+    if not headers:
+        return send
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return sending
+
+
+def admitted_of(scope: Scope) -> Admitted:
+    """Who `Router` let through to one of the api's own routes."""
+    found = scope.get(ADMITTED)
+    if not isinstance(found, Admitted):
+        raise RuntimeError("an own route reached without the access decision")
+    return found
+
+
+def principal_of(scope: Scope) -> Principal:
+    """The caller of an own route that needs a credential."""
+    who = admitted_of(scope).allowed.principal
+    if who is None:
+        raise RuntimeError("a route without a credential asked for its caller")
+    return who
+
+
+def client_of(scope: Scope) -> str:
+    """The real client's address, as `Router` read it (`http/request.py`)."""
+    facts = scope.get(FACTS)
+    if not isinstance(facts, Facts):
+        raise RuntimeError("a request reached without its facts")
+    return facts.client

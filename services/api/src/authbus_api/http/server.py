@@ -8,11 +8,11 @@ protocol class to pass as `uvicorn.Config(http=...)`.
 
 Algorithm, per connection:
 - Head size. The head's counted size is the exact sum of its URL and every header name and
-  value; over `max_header_bytes`: 431. Headers are added up as the parser hands each one over,
-  the URL when the head is complete. A header (or URL) that never ends is never handed over, so
-  the raw bytes of every read that finds a head still incomplete are counted too, from the read
-  after the one in which the head began: over `2 * max_header_bytes`: 431. A head therefore
-  holds at most the raw cap plus one read of the transport (at most 256 KiB) in memory.
+  value; over `max_header_bytes`: 431. It is added up when the head is complete, unless the
+  whole head came in one read no larger than the cap (then it cannot be over). A head still
+  incomplete at the end of a read is held to its raw bytes, counted from the read after the
+  one in which it began: over `2 * max_header_bytes`, 431 at once (a header that never ends).
+  A head therefore holds at most the raw cap plus one read of the transport (at most 256 KiB).
 - Head time. A timer runs from the connection's opening, and from the read in which a head
   began if the head is not complete at the end of that read, until the head is complete. On
   expiry: 408 if part of a head arrived, else the connection is closed. Bytes that begin no
@@ -21,15 +21,15 @@ Algorithm, per connection:
   connection is still being answered (pipelining) the client may be waiting for that answer:
   the timer is re-armed, not acted on.
 - Garbage. A parser error, or any failure while uvicorn turns a head into an ASGI scope (a raw
-  path that is not ASCII...): 400.
+  URL without a path...): 400. (llhttp itself refuses a raw path that is not ASCII.)
 - Answers. Each refusal is the catalog's (`ErrorStyle.raw`), negotiated from the headers seen
   so far, with `Connection: close`, and nothing more is parsed. Answers still due to earlier
   pipelined requests go first; an error in the body of a request whose answer has begun can
   only close the connection. Then our side is shut for writing and what the client still sends
   is read and dropped (at most LINGER_BYTES, for at most LINGER_S) so that it reads the answer
   rather than a reset.
-- Cost. A request whose head arrives in one read pays an addition and a comparison per header,
-  three attribute writes when it begins and a comparison when its head is complete: no timer.
+- Cost. A request whose head arrives in one read no larger than the cap pays a few attribute
+  writes and comparisons: no count, no timer.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class EdgeProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._in_head = False  # a request's head began and is not complete
-        self._head_size = 0  # its counted bytes so far
+        self._read_size = 0  # bytes of the read being parsed
         self._head_raw = 0  # its raw bytes after the read it began in (-1: in that read)
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: Error | None = None  # why a parser callback stopped the parser
@@ -97,17 +97,16 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._refused:
             self._drop(len(data))
             return
+        self._read_size = len(data)
         try:
             super().data_received(data)
         except Exception:  # outside the parser's own error path (send_400_response)
             self.logger.exception("HTTP request could not be read")
             self._refuse(Error.BAD_REQUEST)
             return
-        if self._refused:
-            return
-        if self._in_head:
+        if self._in_head:  # (a refusal ends the head)
             self._head_read(len(data))
-        elif self._head_timer is None and self._idle():
+        elif self._head_timer is None and not self._refused and self._idle():
             self._arm()
 
     def send_400_response(self, msg: str) -> None:
@@ -128,23 +127,17 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._head_size = 0
         self._head_raw = -1
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value)
-        if self._head_size > self._max_head:
-            self._refusal = Error.HEADERS_TOO_LARGE
-            raise _HeadRefused
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         if self._head_timer is not None:
             self._disarm()
-        if self._head_size + len(self.url) > self._max_head:
-            self._refusal = Error.HEADERS_TOO_LARGE
-            raise _HeadRefused
+        if self._head_raw >= 0 or self._read_size > self._max_head:
+            counted = len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
+            if counted > self._max_head:
+                self._refusal = Error.HEADERS_TOO_LARGE
+                raise _HeadRefused
         try:
             super().on_headers_complete()
         except Exception:
@@ -199,7 +192,12 @@ class EdgeProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         headers: list[tuple[bytes, bytes]] | None = self.headers
-        answer = self._style.raw(error, lower_headers(headers or ()))
+        try:
+            answer = self._style.raw(error, lower_headers(headers or ()))
+        except Exception:  # a bug in rendering must not leave the connection open
+            self.logger.exception("refusal could not be rendered")
+            self.transport.close()
+            return
         waiting = bool(self.pipeline)  # earlier requests whose answers are still due
         cycle: RequestResponseCycle | None = self.cycle
         if cycle is not None and not cycle.response_complete:
