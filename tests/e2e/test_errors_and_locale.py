@@ -37,7 +37,7 @@ def test_each_code_in_html_json_and_problem_json(
     assert problem.json()["type"] == f"urn:authbus:error:{error_id}"
     assert problem.headers["content-type"].startswith("application/problem+json")
     if status == 405:
-        assert page.headers["allow"] == "GET"
+        assert page.headers["allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize(
