@@ -54,7 +54,10 @@ def test_forward_auth_answers_with_the_identity(system: System) -> None:
 
     with httpx.Client(timeout=10) as http:
         answers = [http.get(f"{api}/v0/forward-auth", headers=headers) for _ in range(3)]
-        refused = http.get(f"{api}/v0/forward-auth", headers={"X-Original-URI": "/v1/echo/9"})
+        refused = http.get(
+            f"{api}/v0/forward-auth",
+            headers={"X-Original-Method": "GET", "X-Original-URI": "/v1/echo/9"},
+        )
 
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert {a.headers["x-authbus-account-email"] for a in answers} == {email}

@@ -15,6 +15,7 @@ import hmac
 import json
 import socket
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -57,9 +58,20 @@ def forge(header: dict[str, Any], payload: dict[str, Any], signature: str = "") 
     return f"{part(header)}.{part(payload)}.{signature}"
 
 
+CLIENT: dict[str, str] = {}  # this test's client address (see `own_client_address`)
+
+
+@pytest.fixture(autouse=True)
+def own_client_address() -> None:
+    """Each test poses as a client address of its own (loopback is a trusted proxy): failed
+    logins are throttled per client too (A10), and one test's failures must not throttle the
+    next test's correct passwords."""
+    CLIENT["X-Forwarded-For"] = f"198.51.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250 + 1}"
+
+
 def me(system: System, headers: dict[str, str], instance: int = 0) -> httpx.Response:
     return httpx.get(
-        f"{system.apis()[instance].url}/v0/me", headers={**headers, **JSON}, timeout=10
+        f"{system.apis()[instance].url}/v0/me", headers={**headers, **JSON, **CLIENT}, timeout=10
     )
 
 

@@ -198,3 +198,37 @@ async def test_a_denial_is_the_catalog_s_answer_in_the_negotiated_shape(tmp_path
     assert (missing.status_code, missing.json()["code"]) == (401, "401")
     assert "www-authenticate" in missing.headers
     assert (revoked.status_code, revoked.json()["code"]) == (401, "401")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X_Authbus_Account_Id", "acc-victim"),
+        ("x_authbus-scopes", "admin"),
+    ],
+)
+async def test_headers_that_would_change_what_was_judged_are_a_400(
+    tmp_path: Path, header: tuple[str, str]
+) -> None:
+    async with forward_auth(tmp_path) as client:
+        response = await client.get(
+            FA, headers=[*nginx("POST", "/admin", **CALLERS[2]).items(), header]
+        )
+
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("uri", "status"),
+    [("http://app.example/admin?x=1", 200), ("https://app.example", 404), ("//admin", 200)],
+)
+async def test_an_absolute_form_target_is_judged_by_its_path(
+    tmp_path: Path, uri: str, status: int
+) -> None:
+    async with forward_auth(tmp_path) as client:
+        response = await client.get(FA, headers=nginx("GET", uri, **CALLERS[2]))
+
+    assert response.status_code == status

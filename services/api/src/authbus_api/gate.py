@@ -5,8 +5,8 @@ no argon2, no MongoDB. Cold path: a cache miss asks authz over Kafka; concurrent
 the same credential share one question (single flight). Authentication fails closed: no reply
 in time, or authz failing, is a 503 and never a guessed yes.
 
-Verdicts and rate admissions become HTTP answers in exactly one place: `ApiError` here, rendered
-by the app's error handler.
+A denial is a value (`core.access.Denied`: the catalog entry and its headers), which the
+access decision (`access.py`) passes on and `http/errors.py` renders.
 """
 
 from __future__ import annotations
@@ -111,13 +111,6 @@ class Gate:
             return Denied(Error.LOGIN_THROTTLED, {"Retry-After": str(verdict.retry_after_s or 1)})
         return unauthorized(Error.INVALID_TOKEN)
 
-    async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
-        """`identify`, raising the ApiError to answer."""
-        who = await self.identify(authorization, client)
-        if isinstance(who, Denied):
-            raise ApiError(who.error, dict(who.headers))
-        return who
-
     def _principal(self, verdict: CredentialVerified) -> Principal | None:
         """Who a valid verdict names (its use recorded for last-used times), else None."""
         if verdict.outcome is not Outcome.VALID or not verdict.account or not verdict.method:
@@ -179,14 +172,6 @@ class Gate:
         """The same for a request without valid credentials, per client address (R6)."""
         return await self._rate("address", f"addr:{address}", route, {})
 
-    async def limit(self, who: Principal, route: str) -> dict[str, str]:
-        """`rate`, raising the ApiError to answer."""
-        return _raised(await self.rate(who, route))
-
-    async def limit_anonymous(self, address: str, route: str) -> dict[str, str]:
-        """`rate_anonymous`, raising the ApiError to answer."""
-        return _raised(await self.rate_anonymous(address, route))
-
     def _needs(self, scope: Scope, subject: str, route: str) -> list[Need]:
         return [Need(p, subject) for p in self.policies if p.applies(route, scope)]
 
@@ -216,12 +201,6 @@ class Gate:
     def _count(self, needs: list[Need], result: str) -> None:
         for need in needs:
             self.metrics.rate.labels(policy=need.policy.lease.name, result=result).inc()
-
-
-def _raised(result: dict[str, str] | Denied) -> dict[str, str]:
-    if isinstance(result, Denied):
-        raise ApiError(result.error, dict(result.headers))
-    return result
 
 
 def rate_headers(states: tuple[RateState, ...], now: datetime) -> dict[str, str]:

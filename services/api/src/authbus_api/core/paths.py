@@ -90,8 +90,17 @@ def _segment(segment: str) -> str | None:
     return "".join(out)
 
 
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
 def split_target(target: str) -> tuple[str, str]:
-    """A request target (origin form) as (path, query): the query starts at the first `?`
-    (without it: empty)."""
+    """A request target as (path, query): the query starts at the first `?` (without it:
+    empty). The absolute form (`http://host/path`, RFC 9112 §3.2.2) is its path; an
+    authority with no path is `/`."""
+    scheme_and_host = _ABSOLUTE.match(target)
+    if scheme_and_host is not None:
+        target = target[scheme_and_host.end() :]
+        if not target.startswith("/"):
+            target = "/" + target
     path, _, query = target.partition("?")
     return path, query

@@ -3,6 +3,10 @@ A11, E5, R6, A10).
 
 - The method and the path as sent on the wire (`raw_path`: still percent-encoded, never
   uvicorn's decoded `path`, which turns `%2F` into a separator).
+- Refused (400) as ambiguous: a method-override header (`X-HTTP-Method-Override` and its
+  kin: an upstream honouring it would run a method that was never judged), and a header that
+  spells an identity header with `_` (`X_Authbus_Account_Id`: CGI and WSGI servers read it as
+  the real one).
 - Headers by lower-case name. A field that may appear only once (`SINGLE`: the credential,
   `Host`, `Content-Length`, and the headers proxies use to name the original request) sent
   twice is refused (400): proxies and servers disagree on which one counts. Other repeated
@@ -23,6 +27,10 @@ from authbus_api.core.client_address import Network, client_address
 from authbus_api.core.errors import Error
 from authbus_shared.ops import Scope
 
+# Headers that name another method than the request line's: frameworks that honour them
+# (Rails, Express's method-override, Symfony) would run a method that was never judged.
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+IDENTITY_PREFIX = "x-authbus-"
 SINGLE = frozenset(
     {
         "authorization",
@@ -51,6 +59,8 @@ def read(scope: Scope, trusted: Sequence[Network]) -> Facts | Denied:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name in METHOD_OVERRIDES or _posing_as_identity(name):
+            return Denied(Error.BAD_REQUEST)
         if name in headers:
             if name in SINGLE:
                 return Denied(Error.DUPLICATE_HEADER)
@@ -68,3 +78,10 @@ def read(scope: Scope, trusted: Sequence[Network]) -> Facts | Denied:
         peer=peer,
         client=client_address(peer, headers.get("x-forwarded-for"), trusted),
     )
+
+
+def _posing_as_identity(name: str) -> bool:
+    """`X_Authbus_Account_Id` and the like: servers that map `_` and `-` to the same variable
+    (CGI, WSGI: `HTTP_X_AUTHBUS_ACCOUNT_ID`) could read it as the identity header the gateway
+    sets. Headers with `-` in that namespace are replaced by the gateway; these cannot be."""
+    return "_" in name and name.replace("_", "-").startswith(IDENTITY_PREFIX)
