@@ -58,20 +58,19 @@ def forge(header: dict[str, Any], payload: dict[str, Any], signature: str = "") 
     return f"{part(header)}.{part(payload)}.{signature}"
 
 
-CLIENT: dict[str, str] = {}  # this test's client address (see `own_client_address`)
-
-
-@pytest.fixture(autouse=True)
-def own_client_address() -> None:
-    """Each test poses as a client address of its own (loopback is a trusted proxy): failed
-    logins are throttled per client too (A10), and one test's failures must not throttle the
-    next test's correct passwords."""
-    CLIENT["X-Forwarded-For"] = f"198.51.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250 + 1}"
+def a_client() -> dict[str, str]:
+    """A client address of its own (loopback is a trusted proxy). Failed logins are throttled
+    per client and account (A10: a pair is held back after 3 failures), so each probe with a
+    wrong password comes from another address, as the checks here are of the answer, not of
+    the throttle (its own tests are in tests/unit/core/test_throttle.py and below)."""
+    return {"X-Forwarded-For": f"198.51.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250 + 1}"}
 
 
 def me(system: System, headers: dict[str, str], instance: int = 0) -> httpx.Response:
     return httpx.get(
-        f"{system.apis()[instance].url}/v0/me", headers={**headers, **JSON, **CLIENT}, timeout=10
+        f"{system.apis()[instance].url}/v0/me",
+        headers={**headers, **JSON, **a_client()},
+        timeout=10,
     )
 
 
@@ -297,3 +296,24 @@ def test_raw_bytes_in_authorization_are_a_4xx_never_a_500(
     for api in system.apis():
         status, body = raw_status(api.port, authorization)
         assert 400 <= status < 500, body
+
+
+def test_failed_basic_logins_are_throttled_per_client_not_for_the_account_owner(
+    system: System,
+) -> None:
+    """A10, for Basic password auth: one client guessing is held back (429 with Retry-After)
+    after 3 failures, on every instance; the owner, from another address, still gets in."""
+    email = system.new_account()
+    attacker = a_client()
+    apis = [a.url for a in system.apis()]
+
+    def guess(n: int) -> httpx.Response:
+        headers = {**basic(email, f"guess-{n}"), **JSON, **attacker}
+        return httpx.get(f"{apis[n % len(apis)]}/v0/me", headers=headers, timeout=10)
+
+    answers = [guess(n) for n in range(5)]
+    owner = me(system, basic(email, PASSWORD))
+
+    assert [a.status_code for a in answers[:3]] == [401, 401, 401]
+    assert answers[4].status_code == 429 and int(answers[4].headers["retry-after"]) >= 1
+    assert owner.status_code == 200
