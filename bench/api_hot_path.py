@@ -45,6 +45,9 @@ from authbus_api.core.quota import Quota, RatePolicy
 from authbus_api.core.routing import RouteSpec, RouteTable
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
 from authbus_api.gate import Gate
+from authbus_api.http.errors import ErrorStyle
+from authbus_api.http.limits import EdgeLimits
+from authbus_api.http.server import edge_protocol
 from authbus_api.metrics import ApiMetrics
 from authbus_api.rate import RateLimiter
 from authbus_dev.ports import free_port
@@ -178,11 +181,14 @@ SERVERS: dict[str, Callable[[], ASGIApp]] = {
 
 
 def serve(name: str, port: int) -> None:
+    """One server; the gated one with the api's own server protocol (the edge's head limits,
+    `authbus_api.http.server`), as `authbus_api.runner` serves it."""
+    protocol = edge_protocol(EdgeLimits(), ErrorStyle()) if name == GATED else "httptools"
     uvicorn.run(
         SERVERS[name](),
         host="127.0.0.1",
         port=port,
-        http="httptools",
+        http=protocol,
         loop="uvloop",
         log_level="warning",
         access_log=False,

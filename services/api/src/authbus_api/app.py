@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from authbus_api.access import Access
 from authbus_api.core.access import Routed, Unmatched
-from authbus_api.core.client_address import LOOPBACK, Network
+from authbus_api.core.client_address import LOOPBACK, Network, Proxies
 from authbus_api.core.errors import Error
 from authbus_api.core.routing import RouteAccess, RouteSpec, RouteTable
 from authbus_api.gate import ApiError, Gate
@@ -25,7 +25,7 @@ from authbus_api.http.body import install_body_handlers, limit_body
 from authbus_api.http.errors import ErrorStyle
 from authbus_api.http.forward_auth import Dialect, ForwardAuth
 from authbus_api.http.limits import EdgeLimits
-from authbus_api.http.router import ROUTED, Gateway, Router, principal_of
+from authbus_api.http.router import ROUTE, ROUTED, Gateway, Router, principal_of
 from authbus_api.manage import Commands, Signup, management_routes, route_access
 from authbus_api.metrics import ApiMetrics
 from authbus_api.proxy import Upstreams
@@ -217,11 +217,9 @@ def build_http(
         access=access,
         own=own_routes(framework, options.signup),
         declared=options.routes,
-        forward_auth=ForwardAuth(
-            access, options.routes, options.trusted, options.dialect, options.unmatched
-        ),
+        forward_auth=ForwardAuth(access, options.routes, options.dialect, options.unmatched),
         style=options.errors,
-        trusted=options.trusted,
+        proxies=Proxies(options.trusted),
     )
     return edge(router, ops, metrics)
 
@@ -249,9 +247,9 @@ def edge(app: ASGIApp, ops: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
         try:
             await app(scope, receive, send_status)
         finally:
-            route = scope.get("authbus.route") or getattr(scope.get("route"), "path", "unmatched")
+            route = str(scope.get(ROUTE) or "unmatched")
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            metrics.requests.labels(route=route, method=method, status=str(status)).inc()
-            metrics.duration.labels(route=route).observe(time.perf_counter() - started)
+            metrics.request_count(route, method, str(status)).inc()
+            metrics.request_time(route).observe(time.perf_counter() - started)
 
     return asgi

@@ -81,6 +81,7 @@ class Gate:
     _inflight: dict[bytes, asyncio.Future[CredentialVerified | Denied]] = field(
         default_factory=dict
     )
+    _applying: dict[tuple[Scope, str], tuple[RatePolicy, ...]] = field(default_factory=dict)
 
     async def identify(
         self, authorization: str | None, client: str | None = None
@@ -89,19 +90,19 @@ class Gate:
         `client`: the real client's address, for authz's failed-login throttle (A10)."""
         credential = parse_authorization(authorization)
         if isinstance(credential, Unreadable):
-            self.metrics.verdicts.labels(outcome=credential.value).inc()
+            self.metrics.verdict(credential.value).inc()
             return unauthorized(
                 Error.MISSING_TOKEN if credential is Unreadable.MISSING else Error.INVALID_TOKEN
             )
         digest = self.digest(credential)
         verdict = self.cache.get(digest, utcnow())
-        self.metrics.cache.labels(result="miss" if verdict is None else "hit").inc()
+        self.metrics.cache_lookup("miss" if verdict is None else "hit").inc()
         if verdict is None:
             asked = await self._ask(digest, credential, client)
             if isinstance(asked, Denied):
                 return asked
             verdict = asked
-        self.metrics.verdicts.labels(outcome=verdict.outcome.value).inc()
+        self.metrics.verdict(verdict.outcome.value).inc()
         who = self._principal(verdict)
         if who is not None:
             return who
@@ -173,7 +174,11 @@ class Gate:
         return await self._rate("address", f"addr:{address}", route, {})
 
     def _needs(self, scope: Scope, subject: str, route: str) -> list[Need]:
-        return [Need(p, subject) for p in self.policies if p.applies(route, scope)]
+        applying = self._applying.get((scope, route))
+        if applying is None:  # route ids are templates: bounded
+            applying = tuple(p for p in self.policies if p.applies(route, scope))
+            self._applying[(scope, route)] = applying
+        return [Need(p, subject) for p in applying]
 
     async def _rate(
         self, scope: Scope, subject: str, route: str, extra: dict[str, str]
@@ -200,7 +205,7 @@ class Gate:
 
     def _count(self, needs: list[Need], result: str) -> None:
         for need in needs:
-            self.metrics.rate.labels(policy=need.policy.lease.name, result=result).inc()
+            self.metrics.rate_decision(need.policy.lease.name, result).inc()
 
 
 def rate_headers(states: tuple[RateState, ...], now: datetime) -> dict[str, str]:

@@ -3,9 +3,30 @@ outcomes; never a path as sent, a token, a key or an account id."""
 
 from __future__ import annotations
 
+from typing import Any, Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from authbus_shared.kafka.metrics import KafkaMetrics
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children by label values, each looked up once: prometheus_client's
+    `labels()` checks and locks on every call (several µs on the hot path). Label values are
+    bounded by design, so this is too."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
 
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -65,6 +86,12 @@ class ApiMetrics:
             ["kind", "outcome"],
             registry=registry,
         )
+        # the hot path's children, looked up once
+        self.request_count = Children(self.requests)
+        self.request_time = Children(self.duration)
+        self.cache_lookup = Children(self.cache)
+        self.verdict = Children(self.verdicts)
+        self.rate_decision = Children(self.rate)
         self.lockouts = Counter(
             "api_rate_lockouts_received_total",
             "Lockouts (SubjectLocked) applied from the decisions topic.",

@@ -49,3 +49,34 @@ def trusted_peer(peer: str | None, trusted: Sequence[Network]) -> bool:
     """Whether the TCP peer is one of the trusted proxies."""
     address = _parse(peer) if peer else None
     return address is not None and _is_trusted(address, trusted)
+
+
+class Proxies:
+    """The trusted proxies, with what they said remembered: parsing addresses costs
+    microseconds, and peers and `X-Forwarded-For` chains repeat. At most `memo` answers are
+    kept (then forgotten all at once), so made-up chains cannot grow it."""
+
+    def __init__(self, trusted: Sequence[Network], memo: int = 4096) -> None:
+        self.trusted = tuple(trusted)
+        self._memo = memo
+        self._clients: dict[tuple[str | None, str | None], str] = {}
+        self._peers: dict[str | None, bool] = {}
+
+    def client(self, peer: str | None, forwarded_for: str | None) -> str:
+        """`client_address` with these proxies."""
+        key = (peer, forwarded_for)
+        found = self._clients.get(key)
+        if found is None:
+            if len(self._clients) >= self._memo:
+                self._clients.clear()
+            found = self._clients[key] = client_address(peer, forwarded_for, self.trusted)
+        return found
+
+    def trusts(self, peer: str | None) -> bool:
+        """Whether the TCP peer is one of these proxies."""
+        found = self._peers.get(peer)
+        if found is None:
+            if len(self._peers) >= self._memo:
+                self._peers.clear()
+            found = self._peers[peer] = trusted_peer(peer, self.trusted)
+        return found

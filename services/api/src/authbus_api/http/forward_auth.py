@@ -19,13 +19,11 @@ has is denied (404) unless the deployment sets `AUTHBUS_API_FORWARD_AUTH__UNMATC
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from authbus_api.access import Access, Admitted
 from authbus_api.core.access import Denied, Unmatched
-from authbus_api.core.client_address import Network, trusted_peer
 from authbus_api.core.errors import Error
 from authbus_api.core.identity import identity_headers
 from authbus_api.core.paths import split_target
@@ -58,7 +56,6 @@ def original(dialect: Dialect, facts: Facts) -> tuple[str, str] | Denied:
 class ForwardAuth:
     access: Access
     declared: RouteTable
-    trusted: Sequence[Network]
     dialect: Dialect = "nginx"
     unmatched: Unmatched = "deny"
 
@@ -71,7 +68,7 @@ class ForwardAuth:
 
     async def decide(self, facts: Facts) -> tuple[dict[str, str], Denied | None]:
         """The 200's headers, or the refusal."""
-        if not trusted_peer(facts.peer, self.trusted):
+        if not facts.peer_trusted:
             return {}, Denied(Error.FORBIDDEN)
         asked = original(self.dialect, facts)
         if isinstance(asked, Denied):

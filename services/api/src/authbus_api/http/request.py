@@ -18,12 +18,11 @@ A11, E5, R6, A10).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from authbus_api.core.access import Denied
-from authbus_api.core.client_address import Network, client_address
+from authbus_api.core.client_address import Proxies
 from authbus_api.core.errors import Error
 from authbus_shared.ops import Scope
 
@@ -51,10 +50,11 @@ class Facts:
     query: str
     headers: dict[str, str]
     peer: str | None
-    client: str
+    client: str  # the real client: the peer, or what trusted proxies say
+    peer_trusted: bool  # the peer is a trusted proxy
 
 
-def read(scope: Scope, trusted: Sequence[Network]) -> Facts | Denied:
+def read(scope: Scope, proxies: Proxies) -> Facts | Denied:
     """The request's facts, or the 400 for a duplicated single field."""
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
@@ -76,7 +76,8 @@ def read(scope: Scope, trusted: Sequence[Network]) -> Facts | Denied:
         query=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
         peer=peer,
-        client=client_address(peer, headers.get("x-forwarded-for"), trusted),
+        client=proxies.client(peer, headers.get("x-forwarded-for")),
+        peer_trusted=proxies.trusts(peer),
     )
 
 

@@ -17,7 +17,7 @@ has started yet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from authbus_api.access import Access, Admitted
 from authbus_api.core.access import Denied, Principal, Routed, route_path
-from authbus_api.core.client_address import Network
+from authbus_api.core.client_address import Proxies
 from authbus_api.core.errors import Error
 from authbus_api.core.paths import normalise
 from authbus_api.core.routing import RouteTable
@@ -52,7 +52,7 @@ class Router:
     declared: RouteTable
     forward_auth: ForwardAuth
     style: ErrorStyle
-    trusted: Sequence[Network]
+    proxies: Proxies
 
     def __post_init__(self) -> None:
         self._table = self.own + self.declared
@@ -76,7 +76,7 @@ class Router:
                 await self.style.send(send, Error.INTERNAL, lower_headers(scope["headers"]))
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        facts = read(scope, self.trusted)
+        facts = read(scope, self.proxies)
         if isinstance(facts, Denied):  # still answered in the shape the client asked for
             await self._deny(send, facts, lower_headers(scope["headers"]))
             return
