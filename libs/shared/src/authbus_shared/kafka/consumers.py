@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from authbus_shared.contracts.envelope import Envelope, MessageDecodeError, decode, utcnow
 from authbus_shared.kafka.admin import partitions_of
@@ -67,6 +68,34 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
             await task
 
 
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 2.0
+
+
+async def fetch(
+    consumer: AIOKafkaConsumer, metrics: KafkaMetrics, name: str, timeout_ms: int = 200
+) -> dict[TopicPartition, list[Any]]:
+    """One `getmany`, riding out the broker's absences (SPEC O4): a retriable Kafka error (the
+    broker unreachable, a leader moving) is counted and retried with a capped backoff instead of
+    ending the read loop, which would end the process (every instance at once, on a blip).
+    Other errors end it, as before."""
+    backoff = RETRY_FIRST_S
+    while True:
+        try:
+            batch: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                timeout_ms=timeout_ms, max_records=500
+            )
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            metrics.errors.labels(stage="consume", error=type(exc).__name__).inc()
+            log.warning("fetch failed, retrying", reader=name, error=repr(exc), in_s=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(RETRY_MAX_S, backoff * 2)
+            continue
+        return batch
+
+
 class Reader:
     """What both readers share: the read loop, decoding, error counting, catch-up."""
 
@@ -106,7 +135,7 @@ class Reader:
     async def _loop(self) -> None:
         try:
             while True:
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+                batch = await fetch(self._consumer, self._metrics, self._name)
                 if not batch:
                     continue
                 for tp, records in batch.items():

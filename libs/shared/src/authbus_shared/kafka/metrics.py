@@ -26,7 +26,8 @@ class KafkaMetrics:
         )
         self.errors = Counter(
             f"{namespace}_kafka_errors_total",
-            "Kafka plumbing failures by stage (produce, consume, commit, handler) and error class.",
+            "Kafka plumbing failures by stage (produce, rpc, consume, commit, handler) and "
+            "error class.",
             ["stage", "error"],
             registry=registry,
         )
@@ -39,7 +40,7 @@ class KafkaMetrics:
         )
         self.rpc_outcomes = Counter(
             f"{namespace}_kafka_rpc_requests_total",
-            "Requests over Kafka by request topic and outcome (replied, timeout, failed).",
+            "Requests over Kafka by request topic and outcome (replied, timeout, unavailable).",
             ["topic", "outcome"],
             registry=registry,
         )

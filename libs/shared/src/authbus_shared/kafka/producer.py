@@ -2,6 +2,10 @@
 
 aiokafka's defaults are `acks=1` and no idempotence; a message the broker acknowledged under
 those can still be lost on a leader change, so they are set explicitly here (DESIGN, Kafka).
+
+Backpressure: at most `max_in_flight` sends wait for their acknowledgement at once; beyond,
+a send fails at once with `Backlogged` instead of queueing without bound while the broker is
+away (a caller with a budget gets its answer in time; SPEC O4).
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from authbus_shared.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 Key = str | bytes | None
+MAX_IN_FLIGHT = 10_000
+
+
+class Backlogged(Exception):
+    """Too many sends wait for the broker already: this one is not queued."""
 
 
 def _key_bytes(key: Key) -> bytes | None:
@@ -24,9 +33,19 @@ def _key_bytes(key: Key) -> bytes | None:
 
 
 class Publisher:
-    def __init__(self, settings: KafkaSettings, *, client_id: str, metrics: KafkaMetrics) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        client_id: str,
+        metrics: KafkaMetrics,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        producer: AIOKafkaProducer | None = None,  # a stand-in, for tests
+    ) -> None:
         self._metrics = metrics
-        self._producer = AIOKafkaProducer(
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._producer = producer or AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id=client_id,
             acks="all",
@@ -70,6 +89,10 @@ class Publisher:
         self.enqueue(topic, envelope, key=key, partition=partition).add_done_callback(_unsent)
 
     async def _send(self, topic: str, envelope: Envelope, key: Key, partition: int | None) -> None:
+        if self._in_flight >= self._max_in_flight:
+            self._metrics.errors.labels(stage="produce", error="Backlogged").inc()
+            raise Backlogged(f"{self._in_flight} sends already wait for the broker")
+        self._in_flight += 1
         try:
             await self._producer.send_and_wait(
                 topic, encode(envelope), key=_key_bytes(key), partition=partition
@@ -77,6 +100,8 @@ class Publisher:
         except Exception as exc:
             self._metrics.errors.labels(stage="produce", error=type(exc).__name__).inc()
             raise
+        finally:
+            self._in_flight -= 1
         self._metrics.produced.labels(topic=topic).inc()
 
 

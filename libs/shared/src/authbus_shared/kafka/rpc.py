@@ -12,9 +12,16 @@ instance, no coordination is needed to join or leave, and a crashed asker leaves
 behind. Raise P when instances outnumber partitions by much; replies are never stored beyond
 the topic's short retention.
 
-Deadline: the asker waits `timeout`; the request carries `deadline` so a responder that picks
-it up late (a backlog) skips it rather than doing work nobody waits for. A timeout raises
-`RpcTimeout`: the caller decides (the api answers 503: authentication never guesses yes).
+Deadline: the asker waits `timeout` in all, sending included (a broker that is gone or a
+producer that is backed up cannot stretch it); the request carries `deadline` so a responder
+that picks it up late (a backlog) skips it rather than doing work nobody waits for.
+
+Errors, classified here once (SPEC O4): no reply in time raises `RpcTimeout`; a request that
+could not be sent (any Kafka error: the broker unreachable, the producer's queue full) raises
+`RpcUnavailable`, a subclass, so every caller that handles a timeout (the api: 503, or the
+rate-limit fallback) handles both, and no Kafka error class leaks past this boundary as a 500
+or a dead task. Each is counted: `kafka_rpc_outcomes_total{outcome}` (replied, timeout,
+unavailable) and, for the unavailable ones, `kafka_errors_total{stage="rpc",error=<class>}`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from authbus_shared.contracts.envelope import (
     Contract,
@@ -39,9 +47,9 @@ from authbus_shared.contracts.envelope import (
 )
 from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.kafka.admin import partitions_of
-from authbus_shared.kafka.consumers import stop_task
+from authbus_shared.kafka.consumers import fetch, stop_task
 from authbus_shared.kafka.metrics import KafkaMetrics
-from authbus_shared.kafka.producer import Key, Publisher
+from authbus_shared.kafka.producer import Backlogged, Key, Publisher
 from authbus_shared.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -49,6 +57,10 @@ log = structlog.get_logger(__name__)
 
 class RpcTimeout(TimeoutError):
     """No reply before the deadline."""
+
+
+class RpcUnavailable(RpcTimeout):
+    """The request could not be sent (the broker is unreachable, the producer backed up)."""
 
 
 def reply_partition(instance_id: str, partitions: int) -> int:
@@ -70,13 +82,14 @@ class RpcClient:
         self._reply_topic = reply_topic.name
         self._instance = instance_id
         self._metrics = metrics
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,
-        )
+        self._consumer_config = {
+            "bootstrap_servers": settings.bootstrap_servers,
+            "client_id": client_id,
+            "group_id": None,
+            "enable_auto_commit": False,
+            "fetch_max_wait_ms": 100,
+        }
+        self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
         self._reply_to: ReplyTo | None = None
         self._task: asyncio.Task[None] | None = None
@@ -96,14 +109,15 @@ class RpcClient:
         return self._task is None or not self._task.done() or self._task.cancelled()
 
     async def start(self) -> None:
-        await self._consumer.start()
-        partitions = await partitions_of(self._consumer, self._reply_topic)
+        self._consumer = consumer = AIOKafkaConsumer(**self._consumer_config)
+        await consumer.start()
+        partitions = await partitions_of(consumer, self._reply_topic)
         if not partitions:
             raise RuntimeError(f"reply topic {self._reply_topic} missing")
         tp = TopicPartition(self._reply_topic, reply_partition(self._instance, len(partitions)))
-        self._consumer.assign([tp])
-        await self._consumer.seek_to_end(tp)
-        await self._consumer.position(tp)  # resolve now: no reply sent after this is missed
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)  # resolve now: no reply sent after this is missed
         self._reply_to = ReplyTo(topic=tp.topic, partition=tp.partition, instance=self._instance)
         self._task = asyncio.create_task(self._read_replies(), name="rpc-replies")
         log.info("reply inbox ready", topic=tp.topic, partition=tp.partition)
@@ -112,7 +126,8 @@ class RpcClient:
         await stop_task(self._task)
         for fut in self._pending.values():
             fut.cancel()
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
 
     async def request(
         self,
@@ -138,15 +153,16 @@ class RpcClient:
         self._pending[correlation_id] = future
         started = time.perf_counter()
         try:
-            await self._publisher.publish(topic, envelope, key=key)
             async with asyncio.timeout(timeout.total_seconds()):
+                await self._publisher.publish(topic, envelope, key=key)
                 reply = await future
         except TimeoutError:
             self._metrics.rpc_outcomes.labels(topic=topic, outcome="timeout").inc()
             raise RpcTimeout(f"no reply from {topic} within {timeout}") from None
-        except Exception:
-            self._metrics.rpc_outcomes.labels(topic=topic, outcome="failed").inc()
-            raise
+        except (KafkaError, Backlogged) as exc:
+            self._metrics.rpc_outcomes.labels(topic=topic, outcome="unavailable").inc()
+            self._metrics.errors.labels(stage="rpc", error=type(exc).__name__).inc()
+            raise RpcUnavailable(f"{topic}: {type(exc).__name__}") from exc
         finally:
             self._pending.pop(correlation_id, None)
         self._metrics.rpc_outcomes.labels(topic=topic, outcome="replied").inc()
@@ -154,8 +170,11 @@ class RpcClient:
         return reply
 
     async def _read_replies(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("RpcClient not started")
         while True:
-            batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
+            batch = await fetch(consumer, self._metrics, "rpc-replies", timeout_ms=500)
             for records in batch.values():
                 for record in records:
                     self._deliver(record.value)
