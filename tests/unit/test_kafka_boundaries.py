@@ -123,7 +123,7 @@ async def test_a_read_loop_rides_out_a_broker_absence() -> None:
     metrics = KafkaMetrics("t", CollectorRegistry())
     consumer = FlakyConsumer([KafkaConnectionError("gone"), KafkaConnectionError("still gone")])
 
-    batch = await fetch(consumer, metrics, "test")  # type: ignore[arg-type]
+    batch = await fetch(consumer, metrics, "test")
 
     assert batch == {"tp": ["record"]}
     assert metrics.errors.labels(stage="consume", error="KafkaConnectionError")._value.get() == 2
@@ -133,4 +133,4 @@ async def test_a_read_loop_still_ends_on_an_error_that_is_not_transient() -> Non
     consumer = FlakyConsumer([IllegalStateError("not subscribed")])
 
     with pytest.raises(IllegalStateError):
-        await fetch(consumer, KafkaMetrics("t", CollectorRegistry()), "test")  # type: ignore[arg-type]
+        await fetch(consumer, KafkaMetrics("t", CollectorRegistry()), "test")
