@@ -8,7 +8,7 @@ VENV := .venv/bin
 .PHONY: help setup run test unit integration e2e lint format bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: ## Install Python deps (.venv), the Kafka jars and SecantusDB (.cache)
 	@bash scripts/bootstrap.sh
