@@ -10,6 +10,7 @@ and opens what comes back. Nothing raw ever goes on the wire (SPEC A9).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from authbus_shared.contracts.authz import (
+    CredentialKind,
     CredentialVerified,
     RequestFailed,
     SealedCredential,
@@ -42,7 +44,8 @@ from authbus_shared.contracts.commands import (
 )
 from authbus_shared.contracts.envelope import Contract, Envelope, payload_of
 from authbus_shared.contracts.events import KeyPublished
-from authbus_shared.kafka.rpc import RpcClient
+from authbus_shared.hedging import PartitionHealth
+from authbus_shared.kafka.rpc import RpcClient, RpcTimeout
 from authbus_shared.sealing import SealingKey, b64url, public_from_jwk, seal_to
 
 
@@ -93,6 +96,19 @@ class Secret:
     value: str
 
 
+@dataclass(frozen=True)
+class Hedge:
+    """Verification hedging: after `after` without an answer, another copy goes to another
+    partition of the verify topic (`partitions` of them), up to `copies` in all."""
+
+    partitions: int
+    after: timedelta = timedelta(milliseconds=250)
+    copies: int = 3
+
+
+FIRST = asyncio.FIRST_COMPLETED
+
+
 class AuthzClient:
     def __init__(
         self,
@@ -102,30 +118,81 @@ class AuthzClient:
         verify_topic: str,
         commands_topic: str,
         timeout: timedelta,
+        hedge: Hedge | None = None,
     ) -> None:
         self._rpc = rpc
         self._keys = keys
         self._verify = verify_topic
         self._commands = commands_topic
         self._timeout = timeout
+        self._hedge = hedge
+        self._health = PartitionHealth(hedge.partitions) if hedge else None
 
     async def verify(
         self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
     ) -> Verdict:
-        """The verdict, or RequestFailed. Raises RpcTimeout when authz does not answer."""
+        """The verdict, or RequestFailed. Raises RpcTimeout when authz does not answer.
+
+        Tokens and keys are hedged (`Hedge`): checking one is cheap and has no effect, so a
+        copy goes to another partition when the first is slow to answer (its authz died and
+        the group has not noticed yet). A password is never hedged: each check costs argon2
+        and counts towards the failed-login throttle."""
         kid, sealed = self._seal(credential)
-        reply = await self._rpc.request(
-            self._verify,
-            VerifyCredential(seal_kid=kid, sealed=sealed, client=client),
-            key=partition_key,
-            timeout=self._timeout,
-        )
+        request = VerifyCredential(seal_kid=kid, sealed=sealed, client=client)
+        if self._hedge is None or credential.kind is CredentialKind.PASSWORD:
+            reply = await self._rpc.request(
+                self._verify, request, key=partition_key, timeout=self._timeout
+            )
+        else:
+            reply = await self._hedged(request, partition_key, self._hedge)
         answer = payload_of(reply)
         return (
             answer
             if isinstance(answer, CredentialVerified | RequestFailed)
             else RequestFailed(reason="internal")
         )
+
+    async def _hedged(self, request: Contract, key: bytes, hedge: Hedge) -> Envelope:
+        """The first reply among up to `hedge.copies` copies, each sent `hedge.after` after
+        the previous one went unanswered, to the partition `PartitionHealth` picks; all
+        within the one verify budget."""
+        health = self._health
+        assert health is not None  # noqa: S101 - set with the hedge
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout.total_seconds()
+        attempts: dict[asyncio.Task[Envelope], int] = {}
+        tried: set[int] = set()
+        partition, error = health.home(key), None
+        try:
+            while True:
+                left = deadline - loop.time()
+                if len(tried) < hedge.copies and left > 0:
+                    tried.add(partition)
+                    sent = self._rpc.request(
+                        self._verify,
+                        request,
+                        key=key,
+                        partition=partition,
+                        timeout=timedelta(seconds=left),
+                    )
+                    attempts[asyncio.ensure_future(sent)] = partition
+                if not attempts:
+                    raise error or RpcTimeout(f"no reply from {self._verify}")
+                wait = hedge.after.total_seconds() if len(tried) < hedge.copies else left
+                done, _ = await asyncio.wait(attempts, timeout=max(0.0, wait), return_when=FIRST)
+                for task in done:
+                    p = attempts.pop(task)
+                    if task.exception() is None:
+                        health.answered(p, loop.time())
+                        return task.result()
+                    health.failed(p, loop.time())
+                    error = task.exception()
+                if not done:  # slow: prefer another partition for the next copy
+                    health.failed(partition, loop.time())
+                partition = health.pick(tried, loop.time())
+        finally:
+            for task in attempts:
+                task.cancel()
 
     async def ask(self, command: Contract, key: str) -> Contract:
         """Send a command; the reply (a result, CommandRejected or RequestFailed)."""

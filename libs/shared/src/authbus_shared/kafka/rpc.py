@@ -136,8 +136,10 @@ class RpcClient:
         *,
         key: Key,
         timeout: timedelta,  # noqa: ASYNC109 - the deadline also travels in the request
+        partition: int | None = None,
     ) -> Envelope:
-        """Send `payload` to `topic` and wait for the reply envelope."""
+        """Send `payload` to `topic` (to `partition`, else the key's) and wait for the reply
+        envelope."""
         if self._reply_to is None:
             raise RuntimeError("RpcClient.request before start")
         correlation_id = new_id()
@@ -154,7 +156,7 @@ class RpcClient:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout.total_seconds()):
-                await self._publisher.publish(topic, envelope, key=key)
+                await self._publisher.publish(topic, envelope, key=key, partition=partition)
                 reply = await future
         except TimeoutError:
             self._metrics.rpc_outcomes.labels(topic=topic, outcome="timeout").inc()
