@@ -59,7 +59,7 @@ def client(rpc: HalfTheGroupDead, hedge: Hedge | None) -> AuthzClient:
         timeout=timedelta(seconds=2),
         hedge=hedge,
     )
-    authz._seal = lambda credential: ("kid", "sealed")  # type: ignore[method-assign]
+    authz._seal = lambda value: ("kid", "sealed")  # type: ignore[method-assign]
     return authz
 
 
@@ -83,7 +83,7 @@ async def test_a_token_check_homed_on_a_dead_instance_is_answered_by_the_survivo
     second = await authz.verify(TOKEN, partition_key=key_homed_on(2))
     second_took = time.monotonic() - again
 
-    assert first.outcome is Outcome.INVALID and second.outcome is Outcome.INVALID
+    assert first == second == VALID
     assert first_took < 2.0  # within the verify budget: no 503
     assert second_took < 0.2  # the second hedge goes straight to a partition that answered
     assert rpc.sent[-1] not in dead
