@@ -23,7 +23,7 @@ from authbus_shared.hedging import PartitionHealth
 from authbus_shared.kafka.rpc import RpcTimeout
 
 PARTITIONS = 12
-VALID = CredentialVerified(outcome=Outcome.INVALID, checked_at=utcnow())
+ANSWER = CredentialVerified(outcome=Outcome.INVALID, checked_at=utcnow())
 
 
 class HalfTheGroupDead:
@@ -47,7 +47,7 @@ class HalfTheGroupDead:
             await asyncio.sleep(timeout.total_seconds())
             raise RpcTimeout("no reply")
         await asyncio.sleep(0.002)
-        return wrap(VALID, producer="authz", now=utcnow())
+        return wrap(ANSWER, producer="authz", now=utcnow())
 
 
 def client(rpc: HalfTheGroupDead, hedge: Hedge | None) -> AuthzClient:
@@ -83,7 +83,7 @@ async def test_a_token_check_homed_on_a_dead_instance_is_answered_by_the_survivo
     second = await authz.verify(TOKEN, partition_key=key_homed_on(2))
     second_took = time.monotonic() - again
 
-    assert first == second == VALID
+    assert first == second == ANSWER
     assert first_took < 2.0  # within the verify budget: no 503
     assert second_took < 0.2  # the second hedge goes straight to a partition that answered
     assert rpc.sent[-1] not in dead
