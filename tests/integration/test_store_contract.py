@@ -1,5 +1,6 @@
 """One contract, two stores (STYLE 2): the in-memory twin the unit tests use and MongoStore on
-the real MongoDB-wire server must behave the same, method by method."""
+the real MongoDB-wire server must behave the same, method by method. Units of work and the
+outbox (ADR 0015): test_store_units.py, on the same two stores."""
 
 from __future__ import annotations
 

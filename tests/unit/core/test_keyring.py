@@ -94,6 +94,34 @@ async def test_rotation_makes_a_new_active_key_and_keeps_the_previous_one_retire
     assert len(store.crypto) == 3
 
 
+async def test_a_swap_rotates_in_the_store_only_and_says_what_a_rotation_would(
+    store: MemoryStore, clock: FakeClock, key_service: KeyService
+) -> None:
+    """For a unit of work (ADR 0015): the ring follows only once the unit has committed."""
+    previous = key_service.ring.active("sig")
+    clock.advance(DAY)
+
+    swapped = await key_service.swap("sig")
+
+    assert swapped is not None
+    assert store.active["sig"] == swapped.new.kid != previous.kid
+    assert key_service.ring.active("sig") == previous  # not reloaded yet
+    await key_service.reload()
+    assert key_service.ring.active("sig") == swapped.new
+    assert [k for k in key_service.ring.published if k.kid == previous.kid] == [swapped.previous]
+
+
+async def test_a_stale_swap_changes_nothing(
+    store: MemoryStore, kek: bytes, clock: FakeClock, key_service: KeyService
+) -> None:
+    other = service(store, kek, clock)
+    await other.start()
+    assert await other.rotate("sig") is not None
+
+    assert await key_service.swap("sig") is None  # its ring names a key no longer active
+    assert len(store.crypto) == 3
+
+
 async def test_tokens_signed_before_a_rotation_still_verify_after_it(
     key_service: KeyService,
 ) -> None:

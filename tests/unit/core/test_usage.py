@@ -1,5 +1,6 @@
 """Credential uses reported by the api (SPEC A7, V1): last-used times written once per batch,
-never lowered; each legacy key's use audited once per batch."""
+never lowered; each legacy key's use audited once per batch; times that cannot be written yet
+wait, merged per credential, in a bounded buffer (issue #10 item 6)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import dataclasses
 from datetime import datetime, timedelta
 
 from authbus_authz.core.ports import ApiKeyRecord, TokenRecord
-from authbus_authz.core.usage import Usage
+from authbus_authz.core.usage import PendingUses, Usage
 from authbus_authz.stores.memory import MemoryStore
 from authbus_shared.contracts.authz import AuthMethod, password_credential_id
 from authbus_shared.contracts.events import CredentialsUsed, KeyUsed, Use
@@ -143,3 +144,36 @@ async def test_uses_of_unknown_credentials_are_ignored(store: MemoryStore) -> No
     await record(store, use("gone", AuthMethod.TOKEN, T0 + M))
 
     assert store.tokens == {}
+
+
+# times waiting for the store ---------------------------------------------------------------
+def test_waiting_times_merge_per_credential_keeping_the_latest() -> None:
+    pending = PendingUses(limit=10)
+
+    pending.add({"tok-1": T0 + 2 * M}, {"key-1": T0 + M})
+    pending.add({"tok-1": T0 + M, "tok-2": T0}, {"key-1": T0 + 3 * M})
+
+    assert len(pending) == 3
+    assert pending.take() == ({"tok-1": T0 + 2 * M, "tok-2": T0}, {"key-1": T0 + 3 * M})
+    assert len(pending) == 0 and pending.take() == ({}, {})
+
+
+def test_a_full_buffer_drops_new_credentials_but_still_merges_waiting_ones() -> None:
+    pending = PendingUses(limit=2)
+    pending.add({"tok-1": T0}, {"key-1": T0})
+
+    dropped = pending.add({"tok-1": T0 + M, "tok-2": T0 + M}, {"key-2": T0 + M})
+
+    assert dropped == 2
+    assert pending.take() == ({"tok-1": T0 + M}, {"key-1": T0})
+
+
+async def test_waiting_times_written_late_never_lower_a_newer_one(store: MemoryStore) -> None:
+    """A retry after the outage may come after newer reports were written: `$max` wins."""
+    store.tokens["tok-1"] = token("tok-1", last_used_at=T0 + 10 * M)
+    pending = PendingUses(limit=10)
+    pending.add({"tok-1": T0 + 2 * M}, {})
+
+    await Usage(store).write(*pending.take())
+
+    assert store.tokens["tok-1"].last_used_at == T0 + 10 * M

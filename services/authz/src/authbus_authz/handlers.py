@@ -1,10 +1,16 @@
 """authz's Kafka boundary: requests in, verdicts and command results out, events published.
 
 Every request gets exactly one reply while its asker waits: a verdict, a command result, a
-rejection, or `RequestFailed` when authz itself failed (store down: `unavailable`; a bug:
-`internal`, logged with its traceback). Events (changes, audit, keys) are published before the
-reply, so an asker that sees "revoked" knows the broadcast is already on the log. Usage
-reports (`auth.usage.v1`) are not requests: they are recorded, no reply.
+rejection, or `RequestFailed` when authz itself failed (store down, or its events committed
+but not published: `unavailable`; a bug: `internal`, logged with its traceback).
+
+Events go through the outbox (`outbox.py`, ADR 0015). A command that may write runs in one
+unit of work with its events staged, commits, then publishes them; read-only commands run
+outside. A verification's audit events (failed logins, lockouts) are staged after the
+throttle's counts (which never join a unit), then published. Either way the events are
+published before the reply, so an asker that sees "revoked" knows the broadcast is already on
+the log. Usage reports (`auth.usage.v1`) are not requests: they are recorded (`last_used.py`:
+kept in memory while the store is unreachable), their audit events published, no reply.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from pymongo.errors import ConnectionFailure
 from authbus_authz.core.accounts import AccountCommands
 from authbus_authz.core.issuing import CredentialCommands, Request
 from authbus_authz.core.keyring import KeyService
-from authbus_authz.core.ports import StoredKey
+from authbus_authz.core.ports import OutboxEntry, StoredKey, Transactional
 from authbus_authz.core.results import Done, rejected
-from authbus_authz.core.usage import Usage
 from authbus_authz.core.verifier import Checked, Verifier
+from authbus_authz.last_used import LastUsed
 from authbus_authz.metrics import AuthzMetrics
+from authbus_authz.outbox import Outbox, Unsent, account_of
 from authbus_shared.contracts.authz import (
     CredentialVerified,
     Outcome,
@@ -64,21 +71,7 @@ from authbus_shared.contracts.envelope import (
     utcnow,
     wrap,
 )
-from authbus_shared.contracts.events import (
-    AccountChanged,
-    AccountCreated,
-    CredentialsUsed,
-    KeyIssued,
-    KeyPublished,
-    KeyRevoked,
-    KeyRotated,
-    KeyUsed,
-    LoginFailed,
-    LoginThrottled,
-    TokenIssued,
-    TokenRevoked,
-)
-from authbus_shared.kafka.producer import Publisher
+from authbus_shared.contracts.events import CredentialsUsed, KeyPublished, KeyRotated
 from authbus_shared.kafka.rpc import Responder
 from authbus_shared.sealing import SealError
 
@@ -86,13 +79,11 @@ log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 C = TypeVar("C", bound=Contract)
 Route = Callable[[Contract], Awaitable[Done]]
+READ_ONLY = frozenset({"get_account", "list_tokens", "list_keys"})  # no unit of work, no events
 
 
-@dataclass
-class Topics:
-    audit: str
-    changes: str
-    keys: str
+def _no_fault(command: str) -> None:
+    """The default `after_commit` hook: nothing (`faults.py` has the one tests use)."""
 
 
 @dataclass
@@ -100,13 +91,14 @@ class AuthzHandlers:
     verifier: Verifier
     accounts: AccountCommands
     credentials: CredentialCommands
-    usage: Usage
+    last_used: LastUsed
     keys: KeyService
     responder: Responder
-    publisher: Publisher
-    topics: Topics
+    store: Transactional
+    outbox: Outbox
     metrics: AuthzMetrics
     instance_id: str
+    after_commit: Callable[[str], None] = _no_fault
 
     async def handle(self, envelope: Envelope) -> None:
         if envelope.type == CredentialsUsed.TYPE:
@@ -125,6 +117,9 @@ class AuthzHandlers:
             reply = await self._dispatch(request)
         except ConnectionFailure as exc:
             log.warning("store unavailable", type=envelope.type, error=repr(exc))
+            reply = self._failed("unavailable")
+        except Unsent as exc:  # committed and staged: the relay publishes them
+            log.warning("events not published", type=envelope.type, error=repr(exc.__cause__))
             reply = self._failed("unavailable")
         except Exception:
             log.exception("request failed", type=envelope.type, id=envelope.id)
@@ -165,7 +160,21 @@ class AuthzHandlers:
         if entry is None:
             raise MessageDecodeError(f"authz does not handle {request.TYPE}")
         command, do = entry
-        return await self._done(command, await do(request))
+        if command in READ_ONLY:
+            return self._count(command, await do(request))
+        done, staged = await self.store.atomically(lambda: self._staged(do, request))
+        self.after_commit(command)
+        if command == "rotate_key":  # the ring follows the store once the swap is committed
+            await self.keys.reload()
+        await self.outbox.send(staged)
+        return self._count(command, done)
+
+    async def _staged(self, do: Route, request: Contract) -> tuple[Done, list[OutboxEntry]]:
+        """The unit of work of a command: the core's writes and its events, staged."""
+        done = await do(request)
+        staged = self.outbox.entries(done)
+        await self.outbox.stage(staged)
+        return done, staged
 
     # one method per command: open what is sealed, call the core --------------------------
     async def _create_account(self, r: CreateAccount) -> Done:
@@ -233,14 +242,16 @@ class AuthzHandlers:
             checked = Checked(CredentialVerified(outcome=Outcome.INVALID, checked_at=utcnow()))
         else:
             checked = await self.verifier.verify(credential, request.client)
-        for event in checked.audit:
-            await self._publish(self.topics.audit, event)
+        if checked.audit:
+            staged = self.outbox.audit(checked.audit)
+            await self.outbox.stage(staged)
+            await self.outbox.send(staged)
         self.metrics.verify_duration.labels(kind=kind).observe(time.perf_counter() - started)
         self.metrics.verdicts.labels(kind=kind, outcome=checked.verdict.outcome.value).inc()
         return checked.verdict
 
     async def _rotate(self, request: RotateKey) -> Done:
-        rotated = await self.keys.rotate(request.use)
+        rotated = await self.keys.swap(request.use)  # the ring is reloaded after the commit
         if rotated is None:
             return rejected("invalid_input", "a concurrent rotation won; try again")
         event = KeyRotated(
@@ -256,8 +267,8 @@ class AuthzHandlers:
         report = payload_of(envelope)
         if not isinstance(report, CredentialsUsed):
             raise MessageDecodeError(f"not a usage report: {envelope.type}")
-        for event in await self.usage.record(report):
-            await self._publish(self.topics.audit, event)
+        for event in await self.last_used.record(report):
+            await self._publish(self.outbox.topics.audit, event)
 
     async def _open(self, kid: str, sealed: str) -> str | None:
         """The plaintext of a payload sealed to our key `kid` (None if it does not open)."""
@@ -279,21 +290,16 @@ class AuthzHandlers:
         except ValidationError:
             return None
 
-    async def _done(self, command: str, done: Done) -> Contract:
-        for event in done.changes:
-            await self._publish(self.topics.changes, event)
-        for event in done.audit:
-            await self._publish(self.topics.audit, event)
-        for key in done.published:
-            envelope = wrap(key, producer=self.instance_id, now=utcnow())
-            await self.publisher.publish(self.topics.keys, envelope, key=key.kid)
+    def _count(self, command: str, done: Done) -> Contract:
         result = done.reply.reason if isinstance(done.reply, CommandRejected) else "done"
         self.metrics.commands.labels(command=command, result=result).inc()
         return done.reply
 
     async def _publish(self, topic: str, event: Contract) -> None:
+        """Straight to Kafka, not through the outbox: for usage audit events, whose report
+        is handled again if authz dies before this (its offset is not committed yet)."""
         envelope = wrap(event, producer=self.instance_id, now=utcnow())
-        await self.publisher.publish(topic, envelope, key=account_of(event))
+        await self.outbox.publisher.publish(topic, envelope, key=account_of(event))
 
 
 def route(
@@ -323,22 +329,3 @@ def published(key: StoredKey) -> KeyPublished:
     return KeyPublished(
         kid=key.kid, use=key.use, jwk=key.public_jwk, created_at=key.created_at, active=key.active
     )
-
-
-def account_of(event: Contract) -> str | None:
-    """The partition key of an event: its account, so one account's events stay in order."""
-    match event:
-        case AccountCreated():
-            return event.account.id
-        case (
-            AccountChanged()
-            | TokenIssued()
-            | TokenRevoked()
-            | KeyIssued()
-            | KeyRevoked()
-            | KeyUsed()
-            | LoginFailed()
-            | LoginThrottled()
-        ):
-            return event.account_id
-    return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from authbus_shared.kafka.metrics import KafkaMetrics
 
@@ -41,5 +41,39 @@ class AuthzMetrics:
             "authz_request_failures_total",
             "Requests answered with RequestFailed, by reason (unavailable, internal).",
             ["reason"],
+            registry=registry,
+        )
+        self._outbox_and_usage(registry)
+
+    def _outbox_and_usage(self, registry: CollectorRegistry) -> None:
+        """The outbox (ADR 0015) and the last-used times waiting for MongoDB."""
+        self.outbox_published = Counter(
+            "authz_outbox_events_published_total",
+            "Events published from the outbox, by who published them: the instance that "
+            "committed them (writer) or a relay (relay: the writer crashed or Kafka failed it).",
+            ["by"],
+            registry=registry,
+        )
+        self.outbox_errors = Counter(
+            "authz_outbox_errors_total",
+            "Outbox steps that failed, by stage (publish, remove, relay); the events stay "
+            "staged and the relay publishes them.",
+            ["stage"],
+            registry=registry,
+        )
+        self.usage_deferred = Counter(
+            "authz_usage_deferred_total",
+            "Usage writes put off because MongoDB was unreachable (retried from memory).",
+            registry=registry,
+        )
+        self.usage_dropped = Counter(
+            "authz_usage_dropped_total",
+            "Last-used times dropped: the waiting buffer was full, or a retry failed for "
+            "another reason than an unreachable store.",
+            registry=registry,
+        )
+        self.usage_pending = Gauge(
+            "authz_usage_pending_credentials",
+            "Credentials whose last-used time waits for MongoDB.",
             registry=registry,
         )

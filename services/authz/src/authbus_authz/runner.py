@@ -1,7 +1,8 @@
 """authz's composition root: wires MongoDB, Kafka, the core, metrics and probes, then runs
 until SIGTERM. Start order: store (indexes, keys) -> topics -> producer (publish public keys)
--> keys reader (rotations by other instances) -> group consumer -> rotation timer -> ops
-endpoint. Stop: not ready -> in reverse."""
+-> outbox relay and last-used retries -> keys reader (rotations by other instances) -> group
+consumer -> rotation timer -> ops endpoint. Stop: not ready -> in reverse (the last-used
+times still waiting get one last write after the consumer has stopped)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ from authbus_authz.core.accounts import AccountCommands
 from authbus_authz.core.issuing import CredentialCommands
 from authbus_authz.core.keyring import KeyService
 from authbus_authz.core.passwords import Passwords
+from authbus_authz.core.ports import CredentialStore
 from authbus_authz.core.throttle import Throttle
-from authbus_authz.core.usage import Usage
+from authbus_authz.core.usage import PendingUses, Usage
 from authbus_authz.core.verifier import Verifier
-from authbus_authz.handlers import AuthzHandlers, Topics, published
+from authbus_authz.faults import crash_after_commit
+from authbus_authz.handlers import AuthzHandlers, published
+from authbus_authz.last_used import LastUsed
 from authbus_authz.metrics import AuthzMetrics
+from authbus_authz.outbox import Outbox, Topics
 from authbus_authz.settings import AuthzSettings
 from authbus_authz.stores.mongo import MongoStore, connect
 from authbus_shared.contracts import topics
@@ -55,7 +60,7 @@ class ThreadRunner:
             return await asyncio.to_thread(fn)
 
 
-async def start_keys(store: MongoStore, kek: bytes) -> KeyService:
+async def start_keys(store: CredentialStore, kek: bytes) -> KeyService:
     keys = KeyService(store=store, kek=kek, clock=utcnow)
     try:
         await keys.start()
@@ -67,14 +72,27 @@ async def start_keys(store: MongoStore, kek: bytes) -> KeyService:
     return keys
 
 
-def build_handlers(
-    settings: AuthzSettings,
-    store: MongoStore,
-    keys: KeyService,
-    publisher: Publisher,
-    metrics: AuthzMetrics,
-) -> AuthzHandlers:
-    kafka = settings.kafka
+async def start_store(
+    stack: contextlib.AsyncExitStack, settings: AuthzSettings
+) -> tuple[MongoStore, KeyService, Watch]:
+    """MongoDB connected (indexes made, keys loaded or created) and watched for readiness;
+    closed with the stack."""
+    mongo = connect(settings.mongo)
+    stack.callback(mongo.close)
+    store = MongoStore(mongo[settings.mongo.database])
+    await store.ping()
+    await store.create_indexes()
+    keys = await start_keys(store, settings.kek())
+    mongo_watch = Watch(store.ping)
+    await mongo_watch.start()
+    stack.push_async_callback(mongo_watch.stop)
+    return store, keys, mongo_watch
+
+
+def build_core(
+    settings: AuthzSettings, store: CredentialStore, keys: KeyService
+) -> tuple[Verifier, AccountCommands, CredentialCommands]:
+    """The core's services on the store, argon2 in threads, the wall clock."""
     hashing = settings.passwords
     passwords = Passwords(
         time_cost=hashing.time_cost, memory_kib=hashing.memory_kib, parallelism=hashing.parallelism
@@ -112,15 +130,20 @@ def build_handlers(
         audience=settings.audience,
         keys_creation_enabled=settings.keys_creation_enabled,
     )
-    return AuthzHandlers(
-        verifier=verifier,
-        accounts=accounts,
-        credentials=credentials,
-        usage=Usage(store),
-        keys=keys,
-        responder=Responder(
-            publisher, reply_topic=resolve(topics.REPLIES, kafka), instance_id=settings.instance_id
-        ),
+    return verifier, accounts, credentials
+
+
+def build_handlers(
+    settings: AuthzSettings,
+    store: CredentialStore,
+    keys: KeyService,
+    publisher: Publisher,
+    metrics: AuthzMetrics,
+) -> AuthzHandlers:
+    kafka = settings.kafka
+    verifier, accounts, credentials = build_core(settings, store, keys)
+    outbox = Outbox(
+        store=store,
         publisher=publisher,
         topics=Topics(
             audit=resolve(topics.AUTH_AUDIT, kafka).name,
@@ -129,6 +152,28 @@ def build_handlers(
         ),
         metrics=metrics,
         instance_id=settings.instance_id,
+        settings=settings.outbox,
+    )
+    last_used = LastUsed(
+        usage=Usage(store),
+        pending=PendingUses(limit=settings.usage.pending_max),
+        metrics=metrics,
+        retry_s=settings.usage.retry_s,
+    )
+    return AuthzHandlers(
+        verifier=verifier,
+        accounts=accounts,
+        credentials=credentials,
+        last_used=last_used,
+        keys=keys,
+        responder=Responder(
+            publisher, reply_topic=resolve(topics.REPLIES, kafka), instance_id=settings.instance_id
+        ),
+        store=store,
+        outbox=outbox,
+        metrics=metrics,
+        instance_id=settings.instance_id,
+        after_commit=crash_after_commit(settings.crash_after_commit),
     )
 
 
@@ -155,15 +200,7 @@ async def run(settings: AuthzSettings) -> int:
     async with contextlib.AsyncExitStack() as stack:
         stop = StopSignals.install()  # before anything can answer a probe
         stack.callback(stop.uninstall)
-        mongo = connect(settings.mongo)
-        stack.callback(mongo.close)
-        store = MongoStore(mongo[settings.mongo.database])
-        await store.ping()
-        await store.create_indexes()
-        keys = await start_keys(store, settings.kek())
-        mongo_watch = Watch(store.ping)
-        await mongo_watch.start()
-        stack.push_async_callback(mongo_watch.stop)
+        store, keys, mongo_watch = await start_store(stack, settings)
 
         await ensure_topics(kafka, used)
         publisher = Publisher(kafka, client_id=client_id, metrics=metrics.kafka)
@@ -172,12 +209,13 @@ async def run(settings: AuthzSettings) -> int:
         handlers = build_handlers(settings, store, keys, publisher, metrics)
         for key in keys.ring.published:
             await _publish_key(
-                publisher, handlers.topics.keys, published(key), settings.instance_id
+                publisher, handlers.outbox.topics.keys, published(key), settings.instance_id
             )
+        relay, retries = start_background(stack, handlers)
 
         keys_reader = BroadcastReader(
             kafka,
-            topics=[handlers.topics.keys],
+            topics=[handlers.outbox.topics.keys],
             handler=key_listener(keys),
             metrics=metrics.kafka,
             client_id=client_id,
@@ -201,6 +239,8 @@ async def run(settings: AuthzSettings) -> int:
 
         probes.live("consumer", lambda: consumer.alive)
         probes.live("keys_reader", lambda: keys_reader.alive)
+        probes.live("outbox_relay", lambda: not relay.done())
+        probes.live("last_used_retry", lambda: not retries.done())
         probes.ready("mongo", lambda: mongo_watch.ok)
         probes.ready("kafka_producer", lambda: publisher.started)
         probes.ready("consumer_caught_up", lambda: consumer.caught_up)
@@ -210,11 +250,26 @@ async def run(settings: AuthzSettings) -> int:
         stack.push_async_callback(stop_http, server, server_task)
         log.info("authz started", ops_port=settings.ops.port, signing_kid=keys.ring.signing_kid)
 
-        why = await until_stopped(stop, server_task, consumer.task, keys_reader.task, rotation)
+        why = await until_stopped(
+            stop, server_task, consumer.task, keys_reader.task, rotation, relay, retries
+        )
         probes.stopping = True
         log.info("authz stopping", reason=why)
     log.info("authz stopped", reason=why)
     return 1 if why == "failed" else 0
+
+
+def start_background(
+    stack: contextlib.AsyncExitStack, handlers: AuthzHandlers
+) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+    """The outbox relay and the last-used retries, stopped with the stack; the last-used times
+    still waiting get one last write then (registered before the consumer: so after it)."""
+    stack.push_async_callback(handlers.last_used.drain)  # runs after the cancels below
+    relay = asyncio.create_task(handlers.outbox.relay(), name="outbox-relay")
+    stack.callback(relay.cancel)
+    retries = asyncio.create_task(handlers.last_used.retry(), name="last-used-retry")
+    stack.callback(retries.cancel)
+    return relay, retries
 
 
 def key_listener(keys: KeyService) -> Callable[[Envelope], Awaitable[None]]:
@@ -252,8 +307,8 @@ async def _rotate_by_age(settings: AuthzSettings, handlers: AuthzHandlers) -> No
                 log.info("key rotated by age", use=rotated.new.use, kid=rotated.new.kid)
                 for key in (rotated.previous, rotated.new):
                     await _publish_key(
-                        handlers.publisher,
-                        handlers.topics.keys,
+                        handlers.outbox.publisher,
+                        handlers.outbox.topics.keys,
                         published(key),
                         settings.instance_id,
                     )

@@ -30,6 +30,42 @@ class PasswordHashing(BaseModel):
     )
 
 
+class OutboxSettings(BaseModel):
+    """The transactional outbox (ADR 0015): events staged with their change, published right
+    after the commit by the instance that made it, else by any instance's relay."""
+
+    relay_after_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="An event still in the outbox this long after its commit is the relay's "
+        "(its writer crashed, or Kafka refused it): published by whichever instance claims it.",
+    )
+    relay_interval_s: float = Field(
+        default=1.0, gt=0, description="How often each instance's relay looks for such events."
+    )
+    claim_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a relay's claim on an event lasts; another instance takes it "
+        "over after that if it is still there (a relay that crashed while publishing).",
+    )
+    batch: int = Field(default=100, ge=1, description="Events a relay claims at a time.")
+
+
+class UsageSettings(BaseModel):
+    """Last-used times that could not be written (MongoDB unreachable) wait in memory."""
+
+    pending_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="Credentials whose last-used time may wait for MongoDB (one time each, the "
+        "latest); beyond, new ones are dropped and counted.",
+    )
+    retry_s: float = Field(
+        default=1.0, gt=0, description="How often waiting last-used times are written again."
+    )
+
+
 class AuthzSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AUTHBUS_AUTHZ_")
 
@@ -52,7 +88,15 @@ class AuthzSettings(ServiceSettings):
     totp_issuer: str = Field(
         default="authbus", description="Issuer shown in authenticator apps for login 2FA."
     )
+    crash_after_commit: str = Field(
+        default="",
+        description="Fault tests only, never in production: the command (as in "
+        "authz_commands_total) after whose commit the process exits at once, before it "
+        "publishes the command's events. Empty: never.",
+    )
     mongo: MongoSettings = Field(default_factory=MongoSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     ops: OpsSettings = Field(default_factory=lambda: OpsSettings(port=9101))
     passwords: PasswordHashing = Field(default_factory=PasswordHashing)
 

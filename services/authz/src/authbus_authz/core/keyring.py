@@ -22,6 +22,7 @@ Errors: a store failure propagates (the caller answers RequestFailed).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -88,13 +89,23 @@ class KeyService:
 
     async def rotate(self, use: KeyUse) -> Rotated | None:
         """Make a new active key for `use`; None if a concurrent rotation won (then reload)."""
+        rotated = await self.swap(use)
+        await self.reload()
+        if rotated is None:
+            return None
+        return Rotated(
+            new=self.ring.active(use), previous=_retired(self.ring, rotated.previous.kid)
+        )
+
+    async def swap(self, use: KeyUse) -> Rotated | None:
+        """The store's half of `rotate`, the ring left as it is: for a caller inside a unit of
+        work, which reloads once the unit has committed (a ring holding a key that is then
+        undone would sign tokens nobody can verify). None if a concurrent rotation won."""
         previous = self.ring.active(use)
         new = NEW_KEY[use](self.kek, self.clock())
-        swapped = await self.store.rotate_key(use, new, previous.kid)
-        await self.reload()
-        if not swapped:
+        if not await self.store.rotate_key(use, new, previous.kid):
             return None
-        return Rotated(new=self.ring.active(use), previous=_retired(self.ring, previous.kid))
+        return Rotated(new=new, previous=dataclasses.replace(previous, active=False))
 
     async def rotate_if_older(self, max_age: timedelta) -> list[Rotated]:
         """Rotate each use whose active key is older than `max_age`."""

@@ -1,14 +1,18 @@
 """What the authz core needs from the outside: the stores, and the records in them.
 
-Small role protocols (accounts, tokens, API keys, crypto keys, login throttle); each core
-component takes the ones it uses. Two implementations of all of them, one contract test
-(tests/integration/test_store_contract.py): `stores.memory.MemoryStore` (unit tests) and
+Small role protocols (accounts, tokens, API keys, crypto keys, login throttle, the outbox);
+each core component takes the ones it uses. Two implementations of all of them, one contract
+test (tests/integration/test_store_contract.py): `stores.memory.MemoryStore` (unit tests) and
 `stores.mongo.MongoStore`.
+
+Unit of work (`Transactional.atomically`, ADR 0015): the writes a piece of work makes through
+the store land all together or not at all, outbox entries included, so a change and the events
+that announce it cannot part. The core does not see it: the handler runs a command inside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, TypedDict, TypeVar
@@ -184,7 +188,50 @@ class ThrottleStore(Protocol):
     async def clear(self, key: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An event waiting to be published: staged with the change it announces (ADR 0015)."""
+
+    id: str  # the envelope's id: a consumer that sees it twice knows it is a duplicate
+    topic: str
+    key: str | None  # the partition key
+    envelope: bytes  # the encoded envelope, published as is (a republish is the same message)
+    created_at: datetime
+    due_at: datetime  # the relay may take it from then on; a claim moves it later
+    position: int = 0  # its place among the entries staged with it: relayed in that order
+
+
+class OutboxStore(Protocol):
+    async def add_to_outbox(self, entries: Sequence[OutboxEntry]) -> None:
+        """Stage events (inside the caller's unit of work, if any)."""
+
+    async def claim_due(self, now: datetime, until: datetime, limit: int) -> list[OutboxEntry]:
+        """Up to `limit` entries due at `now`, oldest first (by `created_at`, then `position`),
+        each claimed (its `due_at` set to
+        `until`) atomically: concurrent claimers never get the same entry before `until`."""
+
+    async def remove_from_outbox(self, ids: Sequence[str]) -> None:
+        """Forget published entries (unknown ids are ignored)."""
+
+
+class Transactional(Protocol):
+    async def atomically(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` as one unit: every store write it makes lands, or none does (an
+        exception out of `work` undoes them; its reads see its own writes). `work` may be run
+        again after a transient conflict with a concurrent unit, so it must do nothing
+        outside the store that cannot be repeated, and make no concurrent store calls (one
+        session, one task). Login-throttle writes stay outside: a failure counts even when
+        the command that saw it is undone. Nested calls join the outer unit."""
+
+
 class CredentialStore(
-    AccountStore, TokenStore, ApiKeyStore, CryptoKeyStore, ThrottleStore, Protocol
+    AccountStore,
+    TokenStore,
+    ApiKeyStore,
+    CryptoKeyStore,
+    ThrottleStore,
+    OutboxStore,
+    Transactional,
+    Protocol,
 ):
     """Everything authz keeps (what the runner wires)."""
