@@ -41,7 +41,8 @@ from prometheus_client import CollectorRegistry
 
 from authbus_api.app import HttpOptions, build_http
 from authbus_api.core.access import Principal
-from authbus_api.core.quota import Quota, RatePolicy
+from authbus_api.core.quota import Quota
+from authbus_api.core.rates import RatePolicy
 from authbus_api.core.routing import RouteSpec, RouteTable
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
 from authbus_api.gate import Gate
@@ -134,7 +135,7 @@ class StandInOwner:
     book: LeaseBook
 
     async def acquire(self, ask: AcquireLease) -> LeaseGranted:
-        return self.book.acquire(ask, utcnow())[0]
+        return self.book.acquire(ask, utcnow()).reply
 
     async def release(self, release: ReleaseLease) -> None:
         self.book.release(release, utcnow())

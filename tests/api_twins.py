@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from authbus_api.core.access import Principal
-from authbus_api.core.quota import Quota, RatePolicy
+from authbus_api.core.quota import Quota
+from authbus_api.core.rates import RatePolicy
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
 from authbus_api.gate import Gate
 from authbus_api.metrics import ApiMetrics
@@ -66,8 +67,7 @@ class OwnerTwin:
 
     async def acquire(self, ask: AcquireLease) -> LeaseGranted:
         self.asks.append(ask)
-        granted, _ = self.book.acquire(ask, utcnow())
-        return granted
+        return self.book.acquire(ask, utcnow()).reply
 
     async def release(self, release: ReleaseLease) -> None:
         self.book.release(release, utcnow())

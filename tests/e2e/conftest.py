@@ -1,10 +1,11 @@
 """e2e fixtures: the real service processes (four api, two authz, two ratelimit) on the
 session's real Kafka and MongoDB-wire server, started by the project's own fleet tooling.
 
-Rate policies: the seeds' 60 per minute per account, and 1,000 per minute per client address
+Rate policies: the seeds' 60 per minute per account, 1,000 per minute per client address
 for requests without valid credentials (a large limit, and room for the security suite's
-bad credentials). Loopback is a trusted proxy, so a test can pose as its own client address
-with `X-Forwarded-For`."""
+bad credentials), and "writes", 5 per minute per account on the routes that name it
+(`/v1/writes/{id}`: a stricter route policy, R2). Loopback is a trusted proxy, so a test can
+pose as its own client address with `X-Forwarded-For`."""
 
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ scope = "address"
 limit = 1000
 window_s = 60
 lockout_s = 60
+
+[[policy]]
+name = "writes"
+scope = "account"
+limit = 5
+window_s = 60
+every_route = false
 """
 
 
@@ -131,6 +139,12 @@ path = "/v2/preview"
 methods = ["GET"]
 upstream = "{upstream}"
 released = false
+
+[[route]]
+path = "/v1/writes/{{id}}"
+methods = ["GET", "POST"]
+upstream = "{upstream}"
+policies = ["writes"]
 """
 
 

@@ -66,6 +66,7 @@ async def slow(request: Request) -> Response:
 UPSTREAM = Starlette(
     routes=[
         Route("/v1/echo/{id}", echo, methods=["GET", "POST", "PUT"]),
+        Route("/v1/writes/{id}", echo, methods=["GET", "POST"]),  # e2e: a 5/min route
         Route("/v1/stream", stream),
         Route("/v1/slow", slow),
     ]

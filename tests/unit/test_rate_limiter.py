@@ -10,12 +10,15 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from authbus_api.core.quota import Admit, Need, Quota, RatePolicy, Refuse, Unavailable
+from authbus_api.core.quota import Quota
+from authbus_api.core.rates import Admit, Need, RatePolicy, Refuse, Unavailable
 from authbus_api.rate import STALLED_ROUNDS, RateLimiter
+from authbus_ratelimit.core.leases import LeaseBook
 from authbus_shared.contracts.ratelimit import (
     AcquireLease,
     LeaseGranted,
     LeasePolicy,
+    RecallLease,
     ReleaseLease,
     SubjectLocked,
 )
@@ -363,3 +366,99 @@ async def test_run_ticks_every_interval(leases: TwinLeases, clock: FakeClock) ->
         await runner
 
     assert slept[:2] == [0.5, 0.5]
+
+
+# --- exact both ways (R9): the real book as the owner, recalls broadcast in memory -----------
+
+
+class BookOwner:
+    """The real lease book behind the port of several limiters; recalls and locks go to the
+    quotas of the instances it knows (the decisions broadcast), unless they are `deaf`."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.book = LeaseBook()
+        self.quotas: dict[str, Quota] = {}
+        self.deaf: set[str] = set()
+        self.recalls: list[RecallLease] = []
+
+    def limiter(self, instance: str) -> RateLimiter:
+        quota = Quota(instance)
+        self.quotas[instance] = quota
+        return RateLimiter(quota, self, clock=self.clock, sleep=self.clock.sleep)
+
+    async def acquire(self, ask: AcquireLease) -> LeaseGranted:
+        await asyncio.sleep(0)
+        answer = self.book.acquire(ask, self.clock())
+        for quota in self.quotas.values():
+            if answer.locked is not None:
+                quota.locked(answer.locked)
+            if answer.recall is not None and quota.instance not in self.deaf:
+                quota.recalled(answer.recall, self.clock())
+        if answer.recall is not None:
+            self.recalls.append(answer.recall)
+        await asyncio.sleep(0)  # the recall answers go out meanwhile
+        return answer.reply
+
+    async def release(self, release: ReleaseLease) -> None:
+        self.book.release(release, self.clock())
+
+
+WRITES = RatePolicy(LeasePolicy(name="writes", limit=5, window_s=60, lockout_s=60), "account")
+
+
+async def test_round_robin_over_three_instances_admits_exactly_the_limit_then_locks(
+    clock: FakeClock,
+) -> None:
+    """R9, R3: 5 per minute, requests one by one over 3 instances: 5 admitted, whatever
+    instance holds the unspent units; the 6th is the breach, and says the lockout's 60 s."""
+    owner = BookOwner(clock)
+    apis = [owner.limiter(f"api-{i}") for i in range(3)]
+
+    results = []
+    for n in range(9):
+        results.append(await apis[n % 3].admit([Need(WRITES, ANN)]))
+        clock.advance(timedelta(milliseconds=100))
+
+    assert [type(r).__name__ for r in results] == ["Admit"] * 5 + ["Refuse"] * 4
+    first_refusal = results[5]
+    assert isinstance(first_refusal, Refuse) and first_refusal.locked
+    assert first_refusal.retry_at - clock() > timedelta(seconds=59)
+    assert owner.recalls  # the last units were recalled from the instances holding them
+
+
+async def test_an_instance_that_does_not_answer_a_recall_costs_a_refusal_never_a_fallback(
+    clock: FakeClock,
+) -> None:
+    """The bound: api-1 holds units and never answers. api-0's request is refused after its
+    budget (200 ms), with Retry-After about a second, and no fallback admits past the limit."""
+    owner = BookOwner(clock)
+    api0, api1 = owner.limiter("api-0"), owner.limiter("api-1")
+    owner.deaf.add("api-1")
+    assert isinstance(await api1.admit([Need(WRITES, ANN)]), Admit)  # api-1 holds 3, spent 1
+    for _ in range(2):
+        assert isinstance(await api0.admit([Need(WRITES, ANN)]), Admit)
+    started = clock()
+
+    refused = await api0.admit([Need(WRITES, ANN)])
+
+    assert isinstance(refused, Refuse) and not refused.locked
+    assert timedelta(0) < clock() - started <= timedelta(milliseconds=220)
+    assert refused.retry_at - clock() <= timedelta(seconds=1)
+    assert refused.states[0].reset_at == T0 + timedelta(seconds=60)  # the window's true end
+    assert owner.book.holdings(WRITES.key(ANN))["api-1"] == (3, 0)  # stranded there
+
+
+async def test_a_recall_answer_leaves_at_once_without_waiting_for_a_tick(
+    clock: FakeClock,
+) -> None:
+    owner = BookOwner(clock)
+    api0, api1 = owner.limiter("api-0"), owner.limiter("api-1")
+    await api1.admit([Need(WRITES, ANN)])  # api-1 holds 2 unspent
+    for _ in range(2):
+        await api0.admit([Need(WRITES, ANN)])
+
+    admitted = await api0.admit([Need(WRITES, ANN)])  # recalls api-1's 2
+
+    assert isinstance(admitted, Admit)
+    assert owner.book.holdings(WRITES.key(ANN))["api-1"] == (1, 1)

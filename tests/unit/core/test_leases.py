@@ -1,101 +1,42 @@
 """Quota leases, the owner's side (ADR 0010; SPEC R1, R3, R4, R7): asks and releases with their
-broker times in, grants and lock events out."""
+broker times in, grants and lock events out. Recalls and strike checkpoints (R9, R7 across
+fail-over): test_lease_recalls.py."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from authbus_ratelimit.core.leases import LeaseBook, lockout_seconds
+from authbus_ratelimit.core.leases import lockout_seconds
 from authbus_shared.contracts.ratelimit import (
     AcquireLease,
     LeaseGranted,
     LeasePolicy,
-    ReleaseLease,
     SubjectLocked,
 )
 
-from .support import T0
-
-CURRENT = datetime(1970, 1, 1, tzinfo=UTC)  # ask(): "the key's current window", see Book
-ALL = 100_000_000  # ask(): everything held was spent (the owner caps it at what was held)
-
-KEY = "default:acct:1"
-SUBJECT = "acct:1"
-PER_MINUTE = LeasePolicy(name="default", limit=60, window_s=60)
-LOCKING = LeasePolicy(name="default", limit=3, window_s=60, lockout_s=30)
-STRIKING = LeasePolicy(
-    name="default", limit=1, window_s=60, lockout_s=10, lockout_cap_s=35, strike_memory_s=100
+from .lease_support import (
+    ALL,
+    KEY,
+    LOCKING,
+    PER_MINUTE,
+    SHORT_MEMORY,
+    STRIKING,
+    SUBJECT,
+    Book,
+    Message,
+    acquire,
+    ask,
+    breach,
+    fill,
+    granted,
+    play,
+    release,
+    s,
 )
-SHORT_MEMORY = STRIKING.model_copy(update={"strike_memory_s": 30})
-
-
-def s(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def ask(
-    instance: str = "api-a",
-    want: int = 1_000,
-    *,
-    policy: LeasePolicy = PER_MINUTE,
-    key: str = KEY,
-    prefetch: bool = False,
-    holding: datetime | None = CURRENT,
-    spent: int = ALL,
-    received: int | None = None,
-) -> AcquireLease:
-    """An ask from an instance that holds the slice of the window opened at `holding` and
-    admitted `spent` requests from it. By default: an instance that received every grant of
-    the key's current window and spent them all (`Book` fills in the window)."""
-    return AcquireLease(
-        key=key,
-        subject=SUBJECT,
-        policy=policy,
-        instance=instance,
-        want=want,
-        prefetch=prefetch,
-        window_start=holding,
-        received=received,
-        spent=spent,
-    )
-
-
-def release(
-    instance: str, unused: int, window_start: datetime, *, key: str = KEY, spent: int = 0
-) -> ReleaseLease:
-    return ReleaseLease(
-        key=key, instance=instance, window_start=window_start, unused=unused, spent=spent
-    )
-
-
-class Book(LeaseBook):
-    """The lease book, with `ask()`'s default filled in: the asker holds the key's current
-    window (whatever its start) and reports all of it spent."""
-
-    def acquire(self, ask: AcquireLease, at: datetime) -> tuple[LeaseGranted, SubjectLocked | None]:
-        if ask.window_start == CURRENT:
-            ask = ask.model_copy(update={"window_start": self.window_start(ask.key)})
-        return super().acquire(ask, at)
-
-
-def granted(book: LeaseBook, message: AcquireLease, at: datetime) -> LeaseGranted:
-    """The reply to an ask that must not lock anything."""
-    reply, locked = book.acquire(message, at)
-    assert locked is None
-    return reply
-
-
-def fill(book: LeaseBook, policy: LeasePolicy, at: datetime, *, key: str = KEY) -> int:
-    """Prefetch from api-a until the key's window is fully allocated; returns how much."""
-    total = 0
-    while grant := granted(book, ask(policy=policy, key=key, prefetch=True, spent=0), at).granted:
-        total += grant
-    return total
-
 
 # --- windows and grants ------------------------------------------------------------------
 
@@ -210,7 +151,7 @@ def test_no_window_ever_admits_more_than_its_limit(seed: int) -> None:
         holder = rng.choice(holders)
         if rng.random() < 0.5:
             message = holder.ask(rng, policy, KEY)
-            reply, _ = book.acquire(message, at)
+            reply, _ = acquire(book, message, at)
             limits.setdefault(reply.window_start, policy.limit)
             assert reply.window_start <= at < reply.window_end
             assert 0 <= reply.granted <= message.want
@@ -251,7 +192,7 @@ def test_a_breach_locks_the_key_and_tells_every_instance() -> None:
     assert granted(book, ask(policy=LOCKING), s(0)).granted == 2
     assert granted(book, ask(policy=LOCKING), s(1)).remaining == 0
 
-    reply, locked = book.acquire(ask("api-a", 1, policy=LOCKING), s(10))  # all 3 spent
+    reply, locked = acquire(book, ask("api-a", 1, policy=LOCKING), s(10))  # all 3 spent
 
     assert (reply.granted, reply.remaining, reply.blocked_until) == (0, 0, s(40))
     assert (reply.window_start, reply.window_end) == (s(0), s(60))
@@ -270,7 +211,7 @@ def test_no_breach_while_units_are_out_with_another_instance() -> None:
     early = granted(book, ask("api-b", policy=LOCKING), s(2))
     granted(book, ask("api-a", policy=LOCKING, spent=1, prefetch=True), s(3))
     still = granted(book, ask("api-b", policy=LOCKING), s(4))
-    reply, locked = book.acquire(ask("api-a", policy=LOCKING, spent=2), s(5))
+    reply, locked = acquire(book, ask("api-a", policy=LOCKING, spent=2), s(5))
 
     assert (early.granted, early.outstanding, early.blocked_until) == (0, 2, None)
     assert (still.granted, still.outstanding) == (0, 1)
@@ -278,99 +219,7 @@ def test_no_breach_while_units_are_out_with_another_instance() -> None:
     assert reply.blocked_until == s(35)
 
 
-def test_a_grant_the_asker_never_received_goes_back_to_the_window() -> None:
-    """R4: a reply lost to a timeout strands nothing: the asker's next ask says it holds no
-    slice of the window, so what it was allocated (and did not report spent) returns."""
-    book = Book()
-    assert granted(book, ask("api-a", spent=0), s(0)).granted == 30  # the reply is lost
-
-    again = granted(book, ask("api-a", holding=None, spent=0), s(1))
-
-    assert (again.granted, again.remaining) == (30, 30)  # r was 60 again
-
-
-def test_a_lost_top_up_in_a_window_the_asker_holds_goes_back_too() -> None:
-    """R4: the asker received 30 of the 45 it was allocated (a top-up's reply was lost):
-    the 15 return to the window at its next ask."""
-    book = Book()
-    granted(book, ask("api-a", spent=0), s(0))  # 30, received
-    granted(book, ask("api-a", spent=0, prefetch=True), s(1))  # 15, lost
-
-    again = granted(book, ask("api-a", received=30, spent=30), s(2))
-
-    assert (again.granted, again.remaining) == (15, 15)  # r was 30 again, h=1
-
-
-def test_asks_during_a_lock_get_nothing_and_emit_no_second_event() -> None:
-    """R3: the lock holds for every instance, and prefetches too, until `blocked_until`."""
-    book = Book()
-    fill(book, LOCKING, s(0))
-    book.acquire(ask(policy=LOCKING), s(10))  # locked until s(40)
-
-    for at, prefetch in ((s(11), False), (s(20), True), (s(39.999), False)):
-        reply = granted(book, ask("api-c", policy=LOCKING, prefetch=prefetch), at)
-        assert (reply.granted, reply.blocked_until) == (0, s(40))
-
-
-def test_a_lock_leaves_room_to_the_next_window() -> None:
-    """R3: after the lock, the next window grants again."""
-    book = Book()
-    fill(book, LOCKING, s(0))
-    book.acquire(ask(policy=LOCKING), s(10))  # locked until s(40)
-
-    reply = granted(book, ask(policy=LOCKING), s(60))
-
-    assert (reply.granted, reply.window_start, reply.blocked_until) == (2, s(60), None)
-
-
-def test_the_lock_survives_a_window_change() -> None:
-    """R3: a lock taken near a window's end holds into the next window."""
-    book = Book()
-    fill(book, LOCKING, s(0))
-    book.acquire(ask(policy=LOCKING), s(50))  # locked until s(80)
-
-    during = granted(book, ask(policy=LOCKING), s(60))
-    after = granted(book, ask(policy=LOCKING), s(80))
-
-    assert (during.granted, during.blocked_until, during.remaining) == (0, s(80), 3)
-    assert (during.window_start, during.window_end) == (s(60), s(120))
-    assert (after.granted, after.blocked_until, after.window_start) == (2, None, s(60))
-
-
-def test_a_prefetch_on_an_empty_window_is_not_a_breach() -> None:
-    """R3: nobody waits on a prefetch, so finding nothing left locks nothing."""
-    book = Book()
-    fill(book, LOCKING, s(0))
-
-    reply = granted(book, ask("api-b", policy=LOCKING, prefetch=True), s(5))
-    _, locked = book.acquire(ask("api-a", policy=LOCKING), s(6))  # api-a spent all: a breach
-
-    assert (reply.granted, reply.remaining, reply.blocked_until) == (0, 0, None)
-    assert locked is not None
-    assert locked.strikes == 1
-
-
-def test_without_a_lockout_a_breach_only_gets_nothing() -> None:
-    book = Book()
-    fill(book, PER_MINUTE, s(0))
-
-    reply = granted(book, ask("api-b"), s(2))
-
-    assert (reply.granted, reply.remaining, reply.blocked_until) == (0, 0, None)
-
-
 # --- strikes (fair use) ------------------------------------------------------------------
-
-
-def breach(book: LeaseBook, at: datetime, policy: LeasePolicy = STRIKING) -> SubjectLocked:
-    """Ask at `at` until the key's window is empty and the ask breaches it; returns the lock
-    event."""
-    while True:
-        reply, locked = book.acquire(ask(policy=policy), at)
-        if locked is not None:
-            assert (reply.granted, reply.blocked_until) == (0, locked.until)
-            return locked
-        assert reply.granted > 0
 
 
 def test_breaches_in_a_row_double_the_lockout_up_to_the_cap() -> None:
@@ -485,7 +334,7 @@ def test_a_window_keeps_the_policy_of_the_ask_that_opened_it() -> None:
     book = Book()
     assert fill(book, small, s(0)) == 2
 
-    during, locked = book.acquire(ask(policy=bigger), s(20))  # the window's limit and lockout
+    during, locked = acquire(book, ask(policy=bigger), s(20))  # the window's limit and lockout
     after = granted(book, ask(policy=bigger), s(60))
 
     assert (during.granted, during.remaining, during.window_end) == (0, 0, s(60))
@@ -494,8 +343,6 @@ def test_a_window_keeps_the_policy_of_the_ask_that_opened_it() -> None:
 
 
 # --- recovery ----------------------------------------------------------------------------
-
-Message = tuple[AcquireLease | ReleaseLease, datetime]
 
 
 def traffic(seed: int, n: int = 600) -> list[Message]:
@@ -520,23 +367,13 @@ def traffic(seed: int, n: int = 600) -> list[Message]:
         else:
             want = rng.randint(1, 10)
             prefetch = rng.random() < 0.2
-            out.append((ask(instance, want, policy=policies[key], key=key, prefetch=prefetch), at))
+            spent = ALL if rng.random() < 0.7 else 0
+            message = ask(
+                instance, want, policy=policies[key], key=key, prefetch=prefetch, spent=spent
+            )
+            out.append((message, at))
             starts.setdefault(key, at)  # a guess: stale after the first window, then ignored
     return out
-
-
-def play(
-    book: LeaseBook, messages: list[Message], *, sweep: bool = False
-) -> list[tuple[LeaseGranted, SubjectLocked | None]]:
-    replies = []
-    for message, at in messages:
-        if isinstance(message, AcquireLease):
-            replies.append(book.acquire(message, at))
-        else:
-            book.release(message, at)
-        if sweep:
-            book.sweep(at)
-    return replies
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -549,8 +386,9 @@ def test_replaying_the_log_into_a_fresh_book_gives_the_same_replies(seed: int) -
     replayed = play(Book(), messages)
 
     assert first == replayed
-    events = [locked for _, locked in first if locked is not None]
+    events = [a.locked for a in first if a.locked is not None]
     assert any(e.strikes > 1 for e in events)  # the stream exercised strikes in a row
+    assert any(a.recall is not None for a in first)  # and recalls
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from authbus_api.core.quota import (
+from authbus_api.core.quota import Quota
+from authbus_api.core.rates import (
     Admit,
     Ask,
     Need,
-    Quota,
     RatePolicy,
     RateState,
     Refuse,
@@ -56,6 +56,7 @@ def reply_to(
     start: datetime = T0,
     blocked_until: datetime | None = None,
     outstanding: int = 0,
+    retry_after_ms: int = 0,
 ) -> LeaseGranted:
     return LeaseGranted(
         key=ask.key,
@@ -65,6 +66,7 @@ def reply_to(
         remaining=remaining,
         blocked_until=blocked_until,
         outstanding=outstanding,
+        retry_after_ms=retry_after_ms,
     )
 
 
@@ -159,17 +161,18 @@ def test_a_granted_slice_is_spent_locally_and_the_headers_count_down() -> None:
     assert second.states[0].remaining == 58
 
 
-def test_granted_says_whether_the_reply_brought_units_to_spend() -> None:
+def test_granted_says_what_the_reply_means_for_the_requests_waiting_on_it() -> None:
     q = quota()
     need = Need(DEFAULT, ANN)
     ask = only_ask(q.decide([need], T0))
 
-    assert q.granted(ask, reply_to(ask, 2, 58), T0) is True
-    assert q.granted(ask, reply_to(ask, 0, 0), T0) is False
+    assert q.granted(ask, reply_to(ask, 2, 58), T0) == "units"
+    assert q.granted(ask, reply_to(ask, 0, 0, retry_after_ms=10, outstanding=3), T0) == "wait"
+    assert q.granted(ask, reply_to(ask, 0, 0), T0) == "none"  # spent
 
     late = quota()
     ask = only_ask(late.decide([need], T0))
-    assert late.granted(ask, reply_to(ask, 1, 0, start=sec(-59.9)), T0) is False  # in the margin
+    assert late.granted(ask, reply_to(ask, 1, 0, start=sec(-59.9)), T0) == "unusable"  # margin
 
 
 def test_an_empty_slice_asks_again_while_the_owner_has_more() -> None:
@@ -262,7 +265,7 @@ def test_a_reply_about_an_older_window_is_ignored() -> None:
     lease(q, need, granted=1, remaining=59, at=sec(61), start=sec(61))
     stale = AcquireLease(key=need.key, subject=ANN, policy=DEFAULT.lease, instance="api-1", want=60)
 
-    assert q.granted(stale, reply_to(stale, 30, 29, start=T0), sec(62)) is False
+    assert q.granted(stale, reply_to(stale, 30, 29, start=T0), sec(62)) == "unusable"
     assert admitted(q.decide([need], sec(62))).states[0].reset_at == sec(121)
 
 

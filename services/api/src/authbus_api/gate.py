@@ -20,7 +20,7 @@ from typing import Protocol
 from authbus_api.core.access import Denied, Principal
 from authbus_api.core.credentials import Unreadable, parse_authorization
 from authbus_api.core.errors import Error
-from authbus_api.core.quota import Admit, Need, RatePolicy, RateState, Refuse, Scope
+from authbus_api.core.rates import Admit, Need, RatePolicy, RateState, Refuse, Scope
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
 from authbus_api.metrics import ApiMetrics
 from authbus_api.rate import RateLimiter

@@ -1,6 +1,8 @@
 """The rate limiter's port to ratelimit over Kafka (ADR 0010): lease asks are requests on
 `ratelimit.leases.v1`, keyed by the limit key so the key's owner answers them in order;
-releases are sent without waiting (an unsent release only strands a few units)."""
+releases (idle slices, answers to recalls) are sent without waiting, on the same producer and
+partition as the asks, so the owner reads this instance's messages in the order they were sent
+(the exactness of ADR 0010 relies on it; an unsent release only strands a few units)."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ class KafkaLeases:
         if not isinstance(reply, LeaseGranted):
             self._count(kind, "timeout")
             raise RpcTimeout(f"unexpected reply to a lease ask: {reply.TYPE}")
-        self._count(kind, "granted" if reply.granted else "empty")
+        self._count(kind, _outcome(reply))
         return reply
 
     def _count(self, kind: str, outcome: str) -> None:
@@ -45,3 +47,9 @@ class KafkaLeases:
     async def release(self, release: ReleaseLease) -> None:
         envelope = wrap(release, producer=self.instance_id, now=utcnow())
         self.publisher.send_nowait(self.topic, envelope, key=release.key)
+
+
+def _outcome(reply: LeaseGranted) -> str:
+    if reply.granted:
+        return "granted"
+    return "recalling" if reply.retry_after_ms else "empty"

@@ -82,8 +82,15 @@ class ApiMetrics:
         self.lease_asks = Counter(
             "api_rate_lease_asks_total",
             "Lease asks to ratelimit owners, by kind (blocking, prefetch) and outcome "
-            "(granted, empty, timeout).",
+            "(granted, recalling, empty, timeout).",
             ["kind", "outcome"],
+            registry=registry,
+        )
+        self.recalls = Counter(
+            "api_rate_recalls_total",
+            "Owners' recalls naming this instance, by outcome (answered: its unspent units of "
+            "the window went back at once; ignored: about a window it no longer holds).",
+            ["outcome"],
             registry=registry,
         )
         # the hot path's children, looked up once

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from authbus_api.core.quota import RatePolicy
+from authbus_api.core.rates import RatePolicy
 from authbus_api.core.routing import RouteTable
 from authbus_shared.contracts.ratelimit import LeasePolicy
 from authbus_shared.settings import ConfigError

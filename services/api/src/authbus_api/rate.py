@@ -3,14 +3,27 @@
 `RateLimiter.admit` decides with the core (`core.quota.Quota`); a request whose leases have
 units is decided with no await. Otherwise it sends the core's blocking asks concurrently over
 the `Leases` port (the Kafka client in production, a twin in tests), one in flight per key:
-concurrent requests of a key wait for the same ask. An ask that times out puts its key in
-fallback (R8). `tick` does the background work: top-ups (`prefetch`), releases of idle
-slices, and the sweep; `run` repeats it.
+concurrent requests of a key wait for the same ask, sent when the core says (`not_before`:
+after an owner's recall delay, or at a window's end). An ask that times out puts its key in
+fallback (R8). Answers to the owners' recalls (`Quota.recalled`, fed by the decisions
+broadcast) are sent as soon as the core has them (`Quota.on_answer`). `tick` does the
+background work: top-ups (`prefetch`), releases of idle slices, and the sweep; `run` repeats
+it.
 
-Rounds: a request decides again after each round of asks. Under a burst, the units a reply
-brings can go to other requests waiting on the same ask, so a round that brought units does
-not count; after `STALLED_ROUNDS` rounds in a row that brought none (replies for a window
-this host cannot spend in), or `MAX_ROUNDS` in all, the asks left are treated as failed.
+Rounds: a request decides again after each round of asks, telling the core since when it has
+waited (the core refuses it once recalled units have not come back within its `ask_budget`).
+Under a burst, the units a reply brings can go to other requests waiting on the same ask, and
+a recall makes it ask again, so such rounds do not count; after `STALLED_ROUNDS` rounds in a
+row with replies it cannot use (a window this host cannot spend in) the asks left are treated
+as failed (fallback); after `MAX_ROUNDS` in all the request is refused for now (the owner does
+answer: falling back would admit past the limit).
+
+Order: the owner must read this instance's asks and releases of a key in the order the core
+made them (ADR 0010, "Exact both ways", A1). Each is handed to the port in a task of its own,
+created when the core made it, and neither awaits anything before the producer takes the
+message; asyncio runs tasks in the order they were created, and one producer keeps that order
+per partition. (An ask that first waits for `not_before` tells what the slice held when it was
+made: stale, that can only leave units stranded, never give back units still spendable.)
 
 Errors: `TimeoutError` (and `RpcTimeout`, its subclass) from the port means no reply in time;
 any other exception propagates to the request that waited (and from `tick`, for top-ups).
@@ -23,14 +36,15 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from authbus_api.core.quota import Admit, Ask, Need, Quota, Refuse, Unavailable
+from authbus_api.core.quota import Quota
+from authbus_api.core.rates import Admit, Ask, Need, Outcome, Refuse, Unavailable
 from authbus_shared.contracts.envelope import utcnow
 from authbus_shared.contracts.ratelimit import AcquireLease, LeaseGranted, ReleaseLease
 
 STALLED_ROUNDS = 3
-MAX_ROUNDS = 32
+MAX_ROUNDS = 256  # a safety valve: a request served in turn needs far fewer
 
 
 class Leases(Protocol):
@@ -49,25 +63,32 @@ class RateLimiter:
     leases: Leases
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    _flights: dict[str, asyncio.Task[bool]] = field(default_factory=dict, init=False, repr=False)
-    _background: set[asyncio.Task[bool]] = field(default_factory=set, init=False, repr=False)
+    _flights: dict[str, asyncio.Task[Outcome]] = field(default_factory=dict, init=False, repr=False)
+    _background: set[asyncio.Task[Any]] = field(default_factory=set, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.quota.on_answer = self._answer_recalls
 
     async def admit(self, needs: Sequence[Need]) -> Admit | Refuse | Unavailable:
         """The request's verdict; one unit of every need is taken when it is `Admit`."""
+        since = self.clock()
+        decision = self.quota.decide(needs, since)
+        if not isinstance(decision, Ask):
+            return decision  # the hot path
         stalled = rounds = 0
         while True:
-            decision = self.quota.decide(needs, self.clock())
-            if not isinstance(decision, Ask):
-                return decision
-            if stalled >= STALLED_ROUNDS or rounds >= MAX_ROUNDS:
+            if stalled >= STALLED_ROUNDS:
                 return self._give_up(needs, decision)
+            if rounds >= MAX_ROUNDS:
+                return self.quota.refuse_waiting(needs, self.clock())
             flights = [self._flight(ask, decision.not_before) for ask in decision.asks]
             await asyncio.wait(flights)  # never cancels them: other requests may share them
-            progress = False
-            for flight in flights:
-                progress = flight.result() or progress  # re-raises a flight's error
+            outcomes = [flight.result() for flight in flights]  # re-raises a flight's error
             rounds += 1
-            stalled = 0 if progress else stalled + 1
+            stalled = stalled + 1 if all(o == "unusable" for o in outcomes) else 0
+            decision = self.quota.decide(needs, self.clock(), since)
+            if not isinstance(decision, Ask):
+                return decision
 
     def _give_up(self, needs: Sequence[Need], ask: Ask) -> Admit | Refuse | Unavailable:
         now = self.clock()
@@ -78,7 +99,9 @@ class RateLimiter:
             raise RuntimeError(f"quota asks again after failing {decision.asks!r}")
         return decision
 
-    def _flight(self, ask: AcquireLease, not_before: datetime | None = None) -> asyncio.Task[bool]:
+    def _flight(
+        self, ask: AcquireLease, not_before: datetime | None = None
+    ) -> asyncio.Task[Outcome]:
         """The task asking for `ask.key`: the one running, or a new one."""
         task = self._flights.get(ask.key)
         if task is None:
@@ -86,9 +109,9 @@ class RateLimiter:
             self._flights[ask.key] = task
         return task
 
-    async def _fly(self, ask: AcquireLease, not_before: datetime | None) -> bool:
-        """Send one ask and give its outcome to the core; True when it brought spendable units
-        (a top-up's outcome never counts)."""
+    async def _fly(self, ask: AcquireLease, not_before: datetime | None) -> Outcome:
+        """Send one ask and give its reply to the core; what it meant for the requests that
+        wait on it (a top-up's reply is "wait": a request sharing it decides again)."""
         try:
             if not_before is not None:
                 wait = (not_before - self.clock()).total_seconds()
@@ -99,12 +122,12 @@ class RateLimiter:
             except TimeoutError:
                 if ask.prefetch:
                     self.quota.prefetch_done(ask, None, self.clock())
-                else:
-                    self.quota.ask_failed(ask.key, self.clock())
-                return False
+                    return "wait"
+                self.quota.ask_failed(ask.key, self.clock())
+                return "none"
             if ask.prefetch:
                 self.quota.prefetch_done(ask, reply, self.clock())
-                return False
+                return "wait"
             return self.quota.granted(ask, reply, self.clock())
         except BaseException:
             self.quota.abandon(ask.key)
@@ -121,10 +144,18 @@ class RateLimiter:
         for ask in self.quota.prefetches(now):
             task = self._flight(ask)
             self._background.add(task)
+        self._answer_recalls()
         releases = self.quota.releases(now)
         if releases:
             await asyncio.gather(*(self._release(r) for r in releases))
         self.quota.sweep(self.clock())
+
+    def _answer_recalls(self) -> None:
+        """Send the core's answers to recalls now (in the background: the port's release does
+        not wait for the broker)."""
+        for answer in self.quota.answers():
+            task = asyncio.ensure_future(self._release(answer))
+            self._background.add(task)
 
     async def _release(self, release: ReleaseLease) -> None:
         """A lost release only strands units until the window ends (the owner's count is
@@ -132,7 +163,7 @@ class RateLimiter:
         with contextlib.suppress(TimeoutError):
             await self.leases.release(release)
 
-    def _reap(self, done: Iterable[asyncio.Task[bool]]) -> None:
+    def _reap(self, done: Iterable[asyncio.Task[Any]]) -> None:
         error: BaseException | None = None
         for task in done:
             self._background.discard(task)

@@ -1,11 +1,11 @@
 """api's composition root: Kafka (producer, reply inbox, three broadcast readers), the gate,
 the HTTP server, metrics and probes; runs until SIGTERM.
 
-Start: topics -> producer -> readers (authz keys from the beginning, changes from now,
-lockouts from `decisions_lookback_s` ago) -> reply inbox -> usage reporter and the rate
-limiter's background work (top-ups, releases) -> HTTP. Ready when every reader has caught up
-and a sealing key is known. Stop: not ready -> HTTP drains -> remaining uses reported ->
-readers -> producer."""
+Start: policies and routes (and the replay horizon they need, checked: ADR 0014) -> topics ->
+producer -> readers (authz keys from the beginning, changes from now, lockouts from
+`decisions_lookback_s` ago) -> reply inbox -> usage reporter and the rate limiter's background
+work (top-ups, releases) -> HTTP. Ready when every reader has caught up and a sealing key is
+known. Stop: not ready -> HTTP drains -> remaining uses reported -> readers -> producer."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from authbus_api.views import Readers, Views
 from authbus_shared.authz_client import AuthzClient
 from authbus_shared.contracts import topics
 from authbus_shared.contracts.topics import TopicSpec
+from authbus_shared.horizon import checked_horizon
 from authbus_shared.kafka.admin import ensure_topics, resolve
 from authbus_shared.kafka.consumers import BroadcastReader
 from authbus_shared.kafka.producer import Publisher
@@ -58,6 +59,11 @@ async def run(settings: ApiSettings) -> int:
     views = Views.new(settings, metrics)
     routes = load_routes(settings.routes_file)
     policies = with_routes(load_policies(settings.rate.policies_file), routes)
+    checked_horizon(  # policies that ratelimit's replay could not rebuild: ConfigError
+        settings.rate.replay_horizon_s,
+        (p.lease for p in policies),
+        variable="AUTHBUS_API_RATE__REPLAY_HORIZON_S",
+    )
 
     async with contextlib.AsyncExitStack() as stack:
         stop = StopSignals.install()  # before anything can answer a probe

@@ -35,6 +35,15 @@ class RateSettings(BaseModel):
         ge=0,
         description="A slice is not spent in its window's last moments (clock skew with Kafka).",
     )
+    replay_horizon_s: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "ratelimit's replay horizon, declared here too (keep it equal to "
+            "AUTHBUS_RATELIMIT_REPLAY_HORIZON_S): shorter than the policies need (longest "
+            "window + lockout cap + strike memory + 60 s) refuses the start; unset: that need."
+        ),
+    )
 
 
 def _loopback() -> list[IPv4Network | IPv6Network]:

@@ -1,11 +1,13 @@
 """What an api instance learns from the broadcast topics, and keeps in memory so the common
 request needs no round trip: authz's public keys, credential changes (into the verdict cache),
-and the owners' lockouts (into the rate limiter's quota)."""
+and the owners' rate decisions (into the rate limiter's quota): lockouts, and recalls of the
+units this instance holds unspent, which the quota answers at once (ADR 0010)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from authbus_api.core.quota import Quota
 from authbus_api.core.verdict_cache import VerdictCache
@@ -13,9 +15,9 @@ from authbus_api.metrics import ApiMetrics
 from authbus_api.settings import ApiSettings
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.contracts import topics
-from authbus_shared.contracts.envelope import Envelope, payload_of, utcnow
+from authbus_shared.contracts.envelope import Envelope, new_id, payload_of, utcnow
 from authbus_shared.contracts.events import AccountChanged, KeyRevoked, TokenRevoked
-from authbus_shared.contracts.ratelimit import SubjectLocked
+from authbus_shared.contracts.ratelimit import RecallLease, SubjectLocked
 from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.kafka.consumers import Handler, StartAt
 
@@ -28,6 +30,7 @@ class Views:
     keys: AuthzKeys
     quota: Quota
     metrics: ApiMetrics
+    clock: Callable[[], datetime] = utcnow
 
     @classmethod
     def new(cls, settings: ApiSettings, metrics: ApiMetrics) -> Views:
@@ -37,10 +40,11 @@ class Views:
             negative_ttl=timedelta(seconds=settings.cache_negative_ttl_s),
         )
         quota = Quota(
-            settings.instance_id,
+            holder_name(settings.instance_id),
             margin=timedelta(milliseconds=settings.rate.lease_margin_ms),
             release_idle=timedelta(milliseconds=settings.rate.release_idle_ms),
             fallback_for=timedelta(seconds=settings.rate.fallback_s),
+            ask_budget=timedelta(milliseconds=settings.rate.ask_timeout_ms),
         )
         return cls(cache, AuthzKeys(), quota, metrics)
 
@@ -50,7 +54,11 @@ class Views:
         return {
             "authz_keys": (t[topics.AUTHZ_KEYS.name].name, self.keys.handle, "beginning"),
             "auth_changes": (t[topics.AUTH_CHANGES.name].name, self.on_change, "end"),
-            "rate_decisions": (t[topics.RATELIMIT_DECISIONS.name].name, self.on_lock, lookback),
+            "rate_decisions": (
+                t[topics.RATELIMIT_DECISIONS.name].name,
+                self.on_decision,
+                lookback,
+            ),
         }
 
     async def on_change(self, envelope: Envelope) -> None:
@@ -64,8 +72,21 @@ class Views:
                 self.cache.account_changed(event.account_id, event.at, utcnow())
         self.metrics.invalidations.labels(event=event.TYPE).inc()
 
-    async def on_lock(self, envelope: Envelope) -> None:
+    async def on_decision(self, envelope: Envelope) -> None:
         event = payload_of(envelope)
-        if isinstance(event, SubjectLocked) and event.until > utcnow():
-            self.quota.locked(event)
-            self.metrics.lockouts.inc()
+        now = self.clock()
+        match event:
+            case SubjectLocked() if event.until > now:
+                self.quota.locked(event)
+                self.metrics.lockouts.inc()
+            case RecallLease() if self.quota.instance in event.holders:
+                answered = self.quota.recalled(event, now)
+                self.metrics.recalls.labels(outcome="answered" if answered else "ignored").inc()
+
+
+def holder_name(instance_id: str) -> str:
+    """The name this process holds leases under: the instance id and a new suffix for every
+    start, so a restarted instance (the same id) is a new holder. Whatever its previous run
+    held but had not reported spent stays counted as spent until the window ends; the new run
+    can never give it back by saying it holds nothing (ADR 0010, "Exact both ways")."""
+    return f"{instance_id}#{new_id()[:8]}"

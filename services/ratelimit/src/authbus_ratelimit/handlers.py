@@ -1,38 +1,79 @@
 """ratelimit's Kafka boundary: lease asks and releases in (from the partitions this instance
-owns, in order, with the broker's time), grants out to the asker, lockouts broadcast.
+owns, in order, with the broker's time), grants out to the asker, lockouts and recalls
+broadcast, strike checkpoints appended to the key's own partition.
 
 One `LeaseBook` per owned partition: a partition given to this instance starts a fresh book
 that the replay fills (`PartitionOwner`), a partition taken away drops its book. The books are
 a pure function of the messages, so only what is live has effects outside: a reply goes only
-to an asker still waiting, a lockout is broadcast only while it lasts (a replayed one again:
-api instances keep the later end, so a repeat is harmless)."""
+to an asker still waiting, a recall only for an ask still waiting, a lockout is broadcast (and
+its strike checkpoint appended) only while it lasts (a replayed one again: api instances keep
+the later end, and the book takes a checkpoint it already has as a no-op)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
-from authbus_ratelimit.core.leases import LeaseBook
+from authbus_ratelimit.core.leases import Answer, LeaseBook
 from authbus_ratelimit.metrics import RatelimitMetrics
-from authbus_shared.contracts.envelope import Envelope, MessageDecodeError, payload_of, utcnow, wrap
-from authbus_shared.contracts.ratelimit import AcquireLease, LeaseGranted, ReleaseLease
-from authbus_shared.kafka.producer import Publisher
-from authbus_shared.kafka.rpc import Responder
+from authbus_shared.contracts import topics
+from authbus_shared.contracts.envelope import (
+    Contract,
+    Envelope,
+    MessageDecodeError,
+    payload_of,
+    utcnow,
+    wrap,
+)
+from authbus_shared.contracts.ratelimit import (
+    AcquireLease,
+    LeaseGranted,
+    ReleaseLease,
+    StrikeRecorded,
+)
+from authbus_shared.kafka.producer import Key
 
 log = structlog.get_logger(__name__)
 SWEEP_MARGIN = timedelta(seconds=30)
 
 
+class Replies(Protocol):
+    """Where answers go (`Responder`: the asker's reply partition)."""
+
+    def wanted(self, request: Envelope, now: datetime) -> bool: ...
+
+    def reply_nowait(self, request: Envelope, payload: Contract) -> None: ...
+
+
+class Sender(Protocol):
+    """How events leave (`Publisher`)."""
+
+    def send_nowait(
+        self, topic: str, envelope: Envelope, *, key: Key = None, partition: int | None = None
+    ) -> None: ...
+
+
 @dataclass
 class LeaseHandlers:
-    responder: Responder
-    publisher: Publisher
+    responder: Replies
+    publisher: Sender
     decisions_topic: str
     metrics: RatelimitMetrics
     instance_id: str
     books: dict[int, LeaseBook] = field(default_factory=dict)
+    # Where strike checkpoints go: the leases topic (default: the one with the decisions
+    # topic's prefix).
+    leases_topic: str = ""
+    clock: Callable[[], datetime] = utcnow
+
+    def __post_init__(self) -> None:
+        if not self.leases_topic:
+            prefix = self.decisions_topic.removesuffix(topics.RATELIMIT_DECISIONS.name)
+            self.leases_topic = prefix + topics.RATELIMIT_LEASES.name
 
     def assigned(self, partition: int) -> None:
         self.books[partition] = LeaseBook()
@@ -49,48 +90,71 @@ class LeaseHandlers:
             return
         match message:
             case AcquireLease():
-                self._acquire(book, envelope, message, at)
+                self._acquire(book, partition, envelope, message, at)
             case ReleaseLease():
-                book.release(message, at)
+                back = book.release(message, at)
                 self.metrics.releases.inc()
+                if message.recalled:
+                    self.metrics.recalled_units.inc(back)
+            case StrikeRecorded():
+                book.strike_recorded(message)
             case _:
                 raise MessageDecodeError(f"ratelimit does not handle {envelope.type}")
 
     def _acquire(
-        self, book: LeaseBook, envelope: Envelope, ask: AcquireLease, at: datetime
+        self, book: LeaseBook, partition: int, envelope: Envelope, ask: AcquireLease, at: datetime
     ) -> None:
-        granted, locked = book.acquire(ask, at)
-        now = utcnow()
-        if locked is not None and locked.until > now:
-            event = wrap(locked, producer=self.instance_id, now=now)
-            self.publisher.send_nowait(self.decisions_topic, event, key=locked.subject)
+        answer = book.acquire(ask, at)
+        now = self.clock()
+        self._publish_lock(answer, partition, now)
         if not self.responder.wanted(envelope, now):
             self.metrics.replayed.inc()
             return
         policy = ask.policy.name
-        self.metrics.asks.labels(
-            policy=policy, result=_result(ask, granted, locked is not None)
-        ).inc()
-        if granted.granted:
-            self.metrics.granted.labels(policy=policy).inc(granted.granted)
-        if locked is not None:
-            self.metrics.locks.labels(policy=policy, escalated=str(locked.strikes > 1)).inc()
-        self.responder.reply_nowait(envelope, granted)
+        if answer.recall is not None:
+            event = wrap(answer.recall, producer=self.instance_id, now=now)
+            self.publisher.send_nowait(self.decisions_topic, event, key=answer.recall.subject)
+            self.metrics.recalls.labels(policy=policy).inc()
+        self.metrics.asks.labels(policy=policy, result=_result(ask, answer)).inc()
+        if answer.reply.granted:
+            self.metrics.granted.labels(policy=policy).inc(answer.reply.granted)
+        if answer.locked is not None:
+            escalated = str(answer.locked.strikes > 1)
+            self.metrics.locks.labels(policy=policy, escalated=escalated).inc()
+        self.responder.reply_nowait(envelope, answer.reply)
+
+    def _publish_lock(self, answer: Answer, partition: int, now: datetime) -> None:
+        """A lock still in force: broadcast it, and checkpoint its strike in the partition."""
+        locked, strike = answer.locked, answer.strike
+        if locked is None or locked.until <= now:
+            return
+        event = wrap(locked, producer=self.instance_id, now=now)
+        self.publisher.send_nowait(self.decisions_topic, event, key=locked.subject)
+        if strike is not None:
+            record = wrap(strike, producer=self.instance_id, now=now)
+            self.publisher.send_nowait(
+                self.leases_topic, record, key=strike.key, partition=partition
+            )
 
     def sweep(self, *, replaying: bool) -> None:
         """Forget keys with nothing left. Not while a replay is under way (a replayed message
         still counts in a window that has ended by the wall clock), and with a margin for a
         host clock ahead of the broker's."""
         if not replaying:
-            now = utcnow() - SWEEP_MARGIN
+            now = self.clock() - SWEEP_MARGIN
             for book in self.books.values():
                 book.sweep(now)
         self.metrics.keys.set(sum(len(b) for b in self.books.values()))
 
 
-def _result(ask: AcquireLease, granted: LeaseGranted, locked: bool) -> str:
-    if locked:
+def _result(ask: AcquireLease, answer: Answer) -> str:
+    reply: LeaseGranted = answer.reply
+    if answer.locked is not None:
         return "locked"
-    if granted.granted:
+    if reply.granted:
         return "granted"
-    return "empty" if ask.prefetch else "refused"
+    if ask.prefetch:
+        return "empty"
+    if reply.blocked_until is not None:
+        return "blocked"
+    return "recalling" if reply.retry_after_ms else "refused"

@@ -13,7 +13,9 @@ class RatelimitMetrics:
         self.kafka = KafkaMetrics("ratelimit", registry)
         self.asks = Counter(
             "ratelimit_lease_asks_total",
-            "Lease asks answered live, by policy and result (granted, empty, refused, locked).",
+            "Lease asks answered live, by policy and result (granted; empty: a prefetch got "
+            "nothing; recalling: units recalled, ask again; refused: the window is spent; "
+            "locked: this ask locked the key; blocked: the key was locked already).",
             ["policy", "result"],
             registry=registry,
         )
@@ -30,7 +32,21 @@ class RatelimitMetrics:
             registry=registry,
         )
         self.releases = Counter(
-            "ratelimit_lease_releases_total", "Unused slices given back.", registry=registry
+            "ratelimit_lease_releases_total",
+            "Unused slices given back (idle, or answering a recall).",
+            registry=registry,
+        )
+        self.recalls = Counter(
+            "ratelimit_lease_recalls_total",
+            "Recalls broadcast: a waiting ask found the window allocated and units unspent at "
+            "other instances (R9), by policy.",
+            ["policy"],
+            registry=registry,
+        )
+        self.recalled_units = Counter(
+            "ratelimit_lease_recalled_units_total",
+            "Units that came back in answers to recalls (unspent, or never received).",
+            registry=registry,
         )
         self.replayed = Counter(
             "ratelimit_replayed_total",

@@ -2,8 +2,11 @@
 
 Each instance joins the consumer group "ratelimit" on `ratelimit.leases.v1`: Kafka's partition
 assignment decides which instance owns which limit keys (SPEC S2), and a new instance takes its
-share by joining. A partition it is given is replayed from `replay_horizon_s` ago before new
-asks are answered (ADR 0010); ready once that replay is over."""
+share by joining. A partition it is given is replayed from the replay horizon ago before new
+asks are answered (ADR 0010); ready once that replay is over. The horizon is checked against
+the policies before anything starts (ADR 0014): too short, and the process refuses to start.
+With `static_membership` the instance joins under its instance id, so a restart takes its own
+partitions back without a rebalance."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ async def run(settings: RatelimitSettings) -> int:
     ProcessCollector(registry=registry)
     metrics = RatelimitMetrics(registry)
     probes = Probes()
+    horizon = settings.replay_horizon()  # a horizon too short for the policies: ConfigError
     kafka = settings.kafka
     leases, decisions, replies = (
         resolve(t, kafka)
@@ -62,10 +66,11 @@ async def run(settings: RatelimitSettings) -> int:
             handler=handlers.handle,
             on_assigned=handlers.assigned,
             on_revoked=handlers.revoked,
-            replay_horizon=settings.replay_horizon,
+            replay_horizon=horizon,
             metrics=metrics.kafka,
             client_id=client_id,
             session_timeout_ms=settings.session_timeout_ms,
+            group_instance_id=settings.instance_id if settings.static_membership else None,
         )
         await owner.start()
         stack.push_async_callback(owner.stop)
@@ -79,7 +84,11 @@ async def run(settings: RatelimitSettings) -> int:
             ops_config(ops_app(registry, probes), settings.ops.host, settings.ops.port)
         )
         stack.push_async_callback(stop_http, server, server_task)
-        log.info("ratelimit started", ops_port=settings.ops.port)
+        log.info(
+            "ratelimit started",
+            ops_port=settings.ops.port,
+            replay_horizon_s=int(horizon.total_seconds()),
+        )
 
         why = await until_stopped(stop, server_task, owner.task, sweeper)
         probes.stopping = True

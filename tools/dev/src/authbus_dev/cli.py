@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from authbus_dev import envdoc, infra, nginx
+from authbus_dev.bringup import BringUp, FleetTable
 from authbus_dev.fleet import Fleet, Ports, Service
 from authbus_dev.paths import RUNS, VENV_BIN
 
@@ -31,6 +32,8 @@ RunName = Annotated[str, typer.Option(help="Run folder name under .run/.")]
 KafkaPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_KAFKA_PORT")]
 ControllerPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_KAFKA_CONTROLLER_PORT")]
 MongoPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_MONGO_PORT")]
+DETACHED_WAIT_S = 120.0  # `up --detach` returns by then, slow instances left starting
+WATCH_EVERY_S = 0.5
 
 
 def _config(run: str, kafka_port: int, controller_port: int, mongo_port: int) -> infra.InfraConfig:
@@ -120,26 +123,32 @@ def up(
     controller_port: ControllerPort = 9093,
     mongo_port: MongoPort = 27017,
 ) -> None:
-    """Start the infrastructure and the services, and print how to make a first request."""
+    """Start the infrastructure and the services, and print how to make a first request.
+
+    A slow instance is reported and waited for, one that exits is started again (up to three
+    times); the healthy ones are never stopped for it (see authbus_dev.bringup)."""
     cfg = _config(run, kafka_port, controller_port, mongo_port)
     fleet = _fleet(cfg, api, authz, ratelimit)
     typer.echo("starting Kafka and SecantusDB ...")
     infra.start(cfg)
     typer.echo("starting the services ...")
-    try:
-        fleet.start_all()
-    except infra.InfraError as exc:
+    bring = BringUp(FleetTable(fleet), fleet.instances(), report=typer.echo)
+    bring.until(lambda: bring.usable or bring.hopeless)
+    if bring.hopeless:
         fleet.stop_all()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        typer.echo("error: a service has no instance left running; stopped", err=True)
+        raise typer.Exit(1)
     _print_first_request(cfg, fleet)
     if detach:
+        if not bring.until(lambda: bring.settled, timeout_s=DETACHED_WAIT_S):
+            typer.echo(f"still starting in the background: {', '.join(bring.pending())}")
         typer.echo(f"running in the background; stop with: {VENV_BIN}/authbus-dev down --run {run}")
         return
     typer.echo("Ctrl-C stops everything.")
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while signal.sigtimedwait({signal.SIGINT, signal.SIGTERM}, WATCH_EVERY_S) is None:
+            bring.step()  # instances still starting: report them, start again those that exited
     finally:
         typer.echo("stopping ...")
         fleet.stop_all()

@@ -2,7 +2,9 @@
 
 Each instance gets its own port and instance id, the infrastructure's addresses, and the
 run's secrets; its log goes to `<run dir>/services/<name>.log`. Ready means its `/readyz`
-answers 200.
+answers 200. Instance ids are stable (`ratelimit-0` is `ratelimit-0` again after a restart), so
+ratelimit instances join their group as static members (ADR 0014), and read the api's rate
+policies file when one is set, for their replay horizon.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ class Fleet:
         }
         if instance.service == "authz":
             env[prefix + "MONGO__URI"] = self.infra.mongo_uri
+        if instance.service == "ratelimit":
+            env[prefix + "STATIC_MEMBERSHIP"] = "true"
+            if "AUTHBUS_API_RATE__POLICIES_FILE" in self.env:
+                env[prefix + "POLICIES_FILE"] = self.env["AUTHBUS_API_RATE__POLICIES_FILE"]
         env |= load_or_create_secrets(self.infra.run_dir)
         for key, value in self.env.items():  # generic names: KAFKA__TOPIC_PREFIX=...
             env[key if key.startswith("AUTHBUS_") else prefix + key] = value

@@ -152,6 +152,9 @@ rootLogger.level = WARN
 rootLogger.appenderRef.stdout.ref = STDOUT
 logger.kafka.name = kafka.server.KafkaRaftServer
 logger.kafka.level = INFO
+# Group joins, rebalances and their reasons (one line each): what explains a rebalance loop.
+logger.groups.name = org.apache.kafka.coordinator.group.GroupMetadataManager
+logger.groups.level = INFO
 """
 
 

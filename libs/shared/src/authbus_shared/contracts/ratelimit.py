@@ -3,9 +3,14 @@
 An api instance asks the owner of a limit key for a slice of what is left in the key's window
 (`AcquireLease`, on `ratelimit.leases.v1`, keyed by the limit key so one owner sees all of a
 key's asks in order) and spends it locally; the owner answers `LeaseGranted` on the asker's
-reply partition. Unused slices go back with `ReleaseLease`. When a key is exceeded and its
+reply partition. Unused slices go back with `ReleaseLease`. When a waiting ask finds the window
+allocated but units unspent at other instances, the owner broadcasts `RecallLease` on
+`ratelimit.decisions.v1`: the instances it names give their unspent units back at once
+(`ReleaseLease` with `recalled`), and the asker asks again (R9). When a key is exceeded and its
 policy has a lockout, the owner broadcasts `SubjectLocked` on `ratelimit.decisions.v1`: every
-api instance then refuses the subject (an account or a client address) on every route (R3).
+api instance then refuses the subject (an account or a client address) on every route (R3),
+and appends `StrikeRecorded` to the key's own partition of the leases topic, so a new owner
+that replays only the last stretch still knows how many lockouts came in a row (R7).
 
 The owner's clock is the broker's: the leases topic stamps each record with its append time,
 so replaying the partition rebuilds exactly the state the previous owner had (recovery).
@@ -61,23 +66,29 @@ class AcquireLease(Contract):
 @register
 class ReleaseLease(Contract):
     """Give back `unused` requests of a slice of the window that started at `window_start`
-    (ignored once that window is over); `spent`: what the instance admitted in it."""
+    (ignored once that window is over); `spent`: what the instance admitted in it. An answer to
+    a `RecallLease` (`recalled`) gives back everything unspent (`unused` may be 0) and says what
+    the instance `received` of the window, so a grant whose reply it never used goes back too;
+    the instance spends nothing more of what it held before it sent this."""
 
     TYPE = "ratelimit.ReleaseLease"
 
     key: str = Field(min_length=1, max_length=300)
     instance: str = Field(min_length=1, max_length=200)
     window_start: datetime
-    unused: int = Field(ge=1, le=MAX_WANT)
+    unused: int = Field(ge=0, le=100_000_000)
     spent: int = Field(default=0, ge=0, le=100_000_000)
+    received: int | None = Field(default=None, ge=0, le=100_000_000)  # None: not told
+    recalled: bool = False
 
 
 @register
 class LeaseGranted(Contract):
-    """The owner's answer: `granted` requests to spend until `window_end` (0: none; then
-    `blocked_until` says whether the subject is locked out), what is left unallocated, and
-    `outstanding`: units other instances hold unspent (a refusal while some are out is not a
-    breach: the request is refused, the subject not locked)."""
+    """The owner's answer: `granted` requests to spend until `window_end`, and what is left
+    unallocated. `granted=0` to a waiting ask says why: `blocked_until` (the subject is locked
+    out), `retry_after_ms` > 0 (units are out unspent at other instances, `outstanding` of
+    them, and the owner recalled them: ask again after that many ms), or neither (the window is
+    spent: every unit of it was admitted)."""
 
     TYPE = "ratelimit.LeaseGranted"
 
@@ -88,6 +99,24 @@ class LeaseGranted(Contract):
     remaining: int = Field(ge=0)
     blocked_until: datetime | None = None
     outstanding: int = Field(default=0, ge=0)
+    retry_after_ms: int = Field(default=0, ge=0)
+
+
+@register
+class RecallLease(Contract):
+    """Broadcast by a key's owner when a waiting ask finds nothing left to allocate while the
+    named `holders` (api instance ids) hold units of the window that started at `window_start`
+    that they have not reported spent: each of them answers at once with a `ReleaseLease`
+    (`recalled`, everything unspent) and spends no more of that slice. Others ignore it."""
+
+    TYPE = "ratelimit.RecallLease"
+
+    key: str
+    subject: str
+    window_start: datetime
+    window_end: datetime
+    holders: tuple[str, ...] = Field(min_length=1)
+    at: datetime
 
 
 @register
@@ -103,3 +132,21 @@ class SubjectLocked(Contract):
     until: datetime
     strikes: int = Field(ge=1)
     at: datetime
+
+
+@register
+class StrikeRecorded(Contract):
+    """A checkpoint the owner appends to the key's own partition of `ratelimit.leases.v1` when
+    it locks a key: the lockout in a row (`strikes`), when it struck, until when it holds and
+    how long the strike is remembered. A new owner replaying only the last stretch of the
+    partition takes the chain from it (R7); applying it twice changes nothing."""
+
+    TYPE = "ratelimit.StrikeRecorded"
+
+    key: str
+    subject: str
+    policy: str
+    strikes: int = Field(ge=1)
+    at: datetime
+    until: datetime
+    strike_memory_s: int = Field(default=0, ge=0, le=86_400)

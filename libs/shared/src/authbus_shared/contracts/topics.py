@@ -59,19 +59,21 @@ AUTH_USAGE = TopicSpec(
     "auth.usage.v1", 6, "credential uses reported by the api", {"retention.ms": str(DAY_MS)}
 )
 # api -> ratelimit (group "ratelimit"): lease asks and releases, keyed by limit key so one
-# owner sees all of a key's asks in order. The broker stamps each record (LogAppendTime): the
-# owner's clock, identical on a replay (ADR 0010). Retention covers the replay horizon.
+# owner sees all of a key's asks in order (and the owner's strike checkpoints, in the key's
+# partition). The broker stamps each record (LogAppendTime): the owner's clock, identical on a
+# replay (ADR 0010). Retention covers the replay horizon.
 RATELIMIT_LEASES = TopicSpec(
     "ratelimit.leases.v1",
     12,
     "quota lease asks, in order per limit key",
     {"retention.ms": str(DAY_MS), "message.timestamp.type": "LogAppendTime"},
 )
-# ratelimit -> every api (broadcast): subjects locked out, until when (R3).
+# ratelimit -> every api (broadcast): subjects locked out, until when (R3); recalls of unspent
+# units from the instances holding them (R9).
 RATELIMIT_DECISIONS = TopicSpec(
     "ratelimit.decisions.v1",
     3,
-    "lockouts for the api instances",
+    "lockouts and recalls for the api instances",
     {"retention.ms": str(HOUR_MS)},
 )
 

@@ -1,4 +1,12 @@
-"""Topic creation and broker readiness."""
+"""Topic creation and checks, broker readiness.
+
+`ensure_topics` creates what is missing (idempotent, safe to race) and checks that every topic,
+new or already there, has the settings the services rely on for correctness
+(`ENFORCED_CONFIGS`): the leases topic's `message.timestamp.type=LogAppendTime` makes the
+broker's clock the owner's, identical on a replay (ADR 0010). A topic someone created by hand
+without it would let a replay rebuild different windows; the start fails naming the topic and
+the fix. Capacity settings (retention, partitions) stay the operator's to tune.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +17,16 @@ from collections.abc import Iterable
 import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from authbus_shared.contracts.topics import TopicSpec
-from authbus_shared.settings import KafkaSettings
+from authbus_shared.settings import ConfigError, KafkaSettings
 
 log = structlog.get_logger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
+ENFORCED_CONFIGS = frozenset({"message.timestamp.type"})
 
 
 def resolve(spec: TopicSpec, settings: KafkaSettings) -> TopicSpec:
@@ -29,8 +39,9 @@ def resolve(spec: TopicSpec, settings: KafkaSettings) -> TopicSpec:
 async def ensure_topics(
     settings: KafkaSettings, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
 ) -> None:
-    """Create the topics that do not exist yet (idempotent, safe to race), then wait until the
-    broker's metadata shows every one of them."""
+    """Create the topics that do not exist yet (idempotent, safe to race), wait until the
+    broker's metadata shows every one of them, then check their `ENFORCED_CONFIGS` (a
+    `ConfigError` names a topic that differs, and the fix)."""
     specs = list(specs)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
@@ -62,9 +73,42 @@ async def ensure_topics(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topics not visible: {sorted(wanted - present)}")
             await asyncio.sleep(0.1)
+        await check_configs(admin, specs, settings.bootstrap_servers)
     finally:
         await admin.close()
     log.info("topics ready", topics=sorted(s.name for s in specs))
+
+
+async def check_configs(
+    admin: AIOKafkaAdminClient, specs: Iterable[TopicSpec], bootstrap: str
+) -> None:
+    """Every topic's `ENFORCED_CONFIGS` as its spec says, or a `ConfigError` with the fix."""
+    wanted = {s.name: {k: v for k, v in s.config.items() if k in ENFORCED_CONFIGS} for s in specs}
+    wanted = {name: configs for name, configs in wanted.items() if configs}
+    if not wanted:
+        return
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(configs))
+        for name, configs in wanted.items()
+    ]
+    wrong = []
+    for response in await admin.describe_configs(resources):
+        for code, message, _type, name, entries in response.resources:
+            if code:
+                raise KafkaError(f"cannot read the configuration of topic {name}: {code} {message}")
+            found = {entry[0]: entry[1] for entry in entries}
+            wrong += [
+                (name, k, v, found.get(k)) for k, v in wanted[name].items() if found.get(k) != v
+            ]
+    if wrong:
+        lines = [
+            f"  topic {name}: {key}={found} but authbus needs {key}={value}; fix: "
+            f"kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
+            f"--entity-name {name} --add-config {key}={value} (applies to new records; or "
+            "delete the topic and let the services create it)"
+            for name, key, value, found in wrong
+        ]
+        raise ConfigError("topic configuration:\n" + "\n".join(lines))
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[int]:

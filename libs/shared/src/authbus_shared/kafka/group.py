@@ -13,6 +13,8 @@ Algorithm (pipelined, at-least-once):
 - On a rebalance the revoked partitions' progress is committed and forgotten; the new owner
   reads from there (a message in hand at that moment may be handled twice: handlers are
   idempotent). On stop: no new fetches, the messages in hand finish (bounded), a last commit.
+- No commit while the member rejoins its group (`SafeCommits`, ADR 0014): the revocation's
+  commit goes out before the JoinGroup, the loop's wait until the new generation is assigned.
 
 Readiness: caught up once, for every partition of the latest assignment, what may be committed
 reaches the end offset it had at assignment (an instance with no partition is caught up).
@@ -21,6 +23,7 @@ reaches the end offset it had at assignment (an instance with no partition is ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.protocol.group import JoinGroupRequest
 
 from authbus_shared.kafka.consumers import Handler, Reader, stop_task
 from authbus_shared.kafka.metrics import KafkaMetrics
@@ -35,6 +39,63 @@ from authbus_shared.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
 LOST_TO_REBALANCE = (CommitFailedError, IllegalStateError, RebalanceInProgressError)
+
+
+def rejoining(consumer: AIOKafkaConsumer) -> bool:
+    """Whether `consumer` is rejoining its group, or about to: a rebalance was signalled
+    (`need_rejoin`), its partitions are being revoked or reassigned, or the broker has
+    forgotten it (no member id). aiokafka 0.14 keeps this in private state; the unit tests pin
+    the attributes read here."""
+    coordinator = consumer._coordinator
+    state = consumer._subscription
+    if coordinator is None or state.subscription is None:
+        return False
+    return bool(
+        state.reassignment_in_progress
+        or coordinator.need_rejoin(state.subscription)
+        or coordinator.member_id == JoinGroupRequest.UNKNOWN_MEMBER_ID
+    )
+
+
+class SafeCommits:
+    """Offset commits that never race the member's own rejoin (ADR 0014).
+
+    A commit sent while the member's JoinGroup waits at the broker queues behind it on the
+    coordinator's connection (the broker reads one request per connection at a time), is read
+    once the group has a new generation, and fails with ILLEGAL_GENERATION; aiokafka then
+    forgets the member id and rejoins at once, which starts another rebalance, during which
+    the next commit fails the same way: a loop. So a commit goes out only while the member is
+    not rejoining, checked under a lock that every commit of the member takes, and the
+    revocation callback (which aiokafka awaits before it sends the JoinGroup) takes the lock
+    too: it commits (`revoking=True`: read in the old generation), or waits for a commit in
+    flight to be answered (`settle`), so no commit can follow the JoinGroup on the wire."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, settle_s: float = 2.0) -> None:
+        self._consumer = consumer
+        self._lock = asyncio.Lock()
+        self._settle_s = settle_s
+
+    async def settle(self) -> None:
+        """Wait (at most `settle_s`) until no commit of this member is in flight."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settle_s), self._lock:
+                pass
+
+    async def commit(
+        self, offsets: dict[TopicPartition, int] | None = None, *, revoking: bool = False
+    ) -> bool:
+        """Commit `offsets` (None: every assigned partition's position); False when skipped.
+        Raises what `AIOKafkaConsumer.commit` raises (see `LOST_TO_REBALANCE`)."""
+        async with self._lock:
+            coordinator = self._consumer._coordinator
+            if coordinator is not None and coordinator.generation < 0:
+                return False  # forgotten by the broker: nothing it would take
+            if rejoining(self._consumer) and not revoking:
+                return False
+            if not self._consumer.assignment():
+                return False
+            await self._consumer.commit(offsets)
+            return True
 
 
 @dataclass
@@ -89,6 +150,7 @@ class GroupConsumer(Reader):
         self._interval = commit_interval_s
         self._offsets = Offsets()
         self._committed: dict[TopicPartition, int] = {}
+        self._commits = SafeCommits(consumer)
         self._in_hand: set[asyncio.Task[None]] = set()
         self._committer: asyncio.Task[None] | None = None
 
@@ -158,7 +220,8 @@ class GroupConsumer(Reader):
         if not due:
             return
         try:
-            await self._consumer.commit(due)
+            if not await self._commits.commit(due, revoking=only is not None):
+                return
         except LOST_TO_REBALANCE as exc:
             # The partitions moved to another member meanwhile: it reads them again from the
             # last commit. At-least-once; handlers are idempotent.

@@ -14,13 +14,25 @@ Algorithm:
   broker timestamp (topics created with `message.timestamp.type=LogAppendTime`, so the time is
   the broker's, monotonic per partition and the same on every replay). The handler decides
   what is live: a request whose deadline has passed is replayed into the state, not answered.
-- Progress is committed every `commit_interval_s` and on revocation, for lag monitoring only.
+- Progress is committed every `commit_interval_s`, for lag monitoring only (a new owner
+  replays by time, never from a commit), and never while the member rejoins its group
+  (`SafeCommits`): a commit sent during the member's JoinGroup fails with ILLEGAL_GENERATION
+  and makes aiokafka rejoin again, which kept the group rebalancing forever (ADR 0014).
+  Nothing is committed on revocation (the callback only lets a commit in flight finish): the
+  rebalance callbacks do no more than that and the round trips for the start offsets.
 
 Readiness: caught up once every partition of the latest assignment has been read up to the end
 offset it had at assignment (the replay is over).
 
-Fail-over speed: a crashed member is noticed after `session_timeout_ms` (6 s by default, the
-broker's minimum); its partitions then move and are replayed by the survivors.
+Membership and the bound (ADR 0014): with `group_instance_id` (static membership, KIP-345) a
+member that restarts under the same id within `session_timeout_ms` takes back its own
+partitions without a rebalance: the others keep theirs and replay nothing. A dynamic member (or
+a static one back later) joins as new: the group rebalances once the dead member's session has
+expired (`session_timeout_ms`, 6 s by default, the broker's minimum), every member is given its
+partitions again and replays them. Either way the partitions are owned and replayed again
+within about `session_timeout_ms` + one heartbeat + the replay (measured: ADR 0014). A static
+member that stops keeps its partitions until its session expires (aiokafka sends no LeaveGroup
+for it); a dynamic one leaves at once.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from aiokafka import TopicPartition
 
 from authbus_shared.contracts.envelope import Envelope, utcnow
 from authbus_shared.kafka.consumers import Reader, stop_task
-from authbus_shared.kafka.group import LOST_TO_REBALANCE, Rebalance, group_member
+from authbus_shared.kafka.group import LOST_TO_REBALANCE, Rebalance, SafeCommits, group_member
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.settings import KafkaSettings
 
@@ -61,15 +73,18 @@ class PartitionOwner(Reader):
         client_id: str,
         session_timeout_ms: int = 6000,
         commit_interval_s: float = 1.0,
+        group_instance_id: str | None = None,
     ) -> None:
         consumer = group_member(
             settings,
             group_id=group_id,
             client_id=client_id,
+            group_instance_id=group_instance_id,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(500, session_timeout_ms // 4),
         )
         super().__init__(consumer, _unused, metrics, f"owner-{group_id}")
+        self._commits = SafeCommits(consumer)
         self._topic = topic
         self._owned = handler
         self._on_assigned = on_assigned
@@ -109,15 +124,13 @@ class PartitionOwner(Reader):
             await self._commit()
 
     async def _commit(self) -> None:
-        if not self._consumer.assignment():
-            return
         try:
-            await self._consumer.commit()
+            await self._commits.commit()
         except LOST_TO_REBALANCE as exc:  # the new owner replays by time anyway
             log.info("commit lost to a rebalance", error=repr(exc))
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._commit()
+        await self._commits.settle()  # a commit in flight is answered before the JoinGroup
         for tp in revoked:
             self._on_revoked(tp.partition)
         self.partitions = self.partitions - {tp.partition for tp in revoked}

@@ -1,0 +1,132 @@
+"""ratelimit's Kafka boundary on twin ports (ADR 0010): what goes out for a live ask, and only
+for a live one — the reply, a recall on the decisions topic, a lock on the decisions topic and
+its strike checkpoint on the key's own partition of the leases topic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from prometheus_client import CollectorRegistry
+
+from authbus_ratelimit.handlers import LeaseHandlers
+from authbus_ratelimit.metrics import RatelimitMetrics
+from authbus_shared.contracts.envelope import Contract, Envelope, ReplyTo, payload_of, wrap
+from authbus_shared.contracts.ratelimit import (
+    AcquireLease,
+    LeaseGranted,
+    LeasePolicy,
+    RecallLease,
+    StrikeRecorded,
+    SubjectLocked,
+)
+from authbus_shared.kafka.producer import Key
+from tests.unit.core.support import T0, FakeClock
+
+POLICY = LeasePolicy(name="writes", limit=2, window_s=60, lockout_s=60)
+PARTITION = 7
+
+
+@dataclass
+class Ports:
+    """The Replies and Sender ports, recording what goes out."""
+
+    clock: FakeClock
+    replies: list[Contract] = field(default_factory=list)
+    sent: list[tuple[str, Contract, Key, int | None]] = field(default_factory=list)
+
+    def wanted(self, request: Envelope, now: datetime) -> bool:
+        return request.reply_to is not None and not request.expired(now)
+
+    def reply_nowait(self, request: Envelope, payload: Contract) -> None:
+        self.replies.append(payload)
+
+    def send_nowait(
+        self, topic: str, envelope: Envelope, *, key: Key = None, partition: int | None = None
+    ) -> None:
+        self.sent.append((topic, payload_of(envelope), key, partition))
+
+
+def handlers(ports: Ports) -> LeaseHandlers:
+    h = LeaseHandlers(
+        responder=ports,
+        publisher=ports,
+        decisions_topic="p.ratelimit.decisions.v1",
+        metrics=RatelimitMetrics(CollectorRegistry()),
+        instance_id="ratelimit-0",
+        clock=ports.clock,
+    )
+    h.assigned(PARTITION)
+    return h
+
+
+def asked(instance: str, clock: FakeClock, *, spent: int = 0, wait_s: float = 0.2) -> Envelope:
+    ask = AcquireLease(
+        key="writes:acct:1",
+        subject="acct:1",
+        policy=POLICY,
+        instance=instance,
+        want=2,
+        window_start=T0 if spent else None,
+        spent=spent,
+    )
+    reply_to = ReplyTo(topic="replies", partition=0, instance=instance)
+    return wrap(
+        ask,
+        producer=instance,
+        now=clock(),
+        correlation_id=instance,
+        reply_to=reply_to,
+        timeout=timedelta(seconds=wait_s),
+    )
+
+
+async def test_checkpoints_go_to_the_leases_topic_with_the_same_prefix_and_partition() -> None:
+    clock = FakeClock(T0)
+    ports = Ports(clock)
+    h = handlers(ports)
+    await h.handle(PARTITION, asked("api-a", clock), T0)  # granted 1 (r=2, h=1)
+    await h.handle(PARTITION, asked("api-a", clock, spent=1), T0)  # granted 1 more
+
+    await h.handle(PARTITION, asked("api-a", clock, spent=2), T0)  # the breach
+
+    assert h.leases_topic == "p.ratelimit.leases.v1"
+    locks = [(t, m, k, p) for t, m, k, p in ports.sent if isinstance(m, SubjectLocked)]
+    strikes = [(t, m, k, p) for t, m, k, p in ports.sent if isinstance(m, StrikeRecorded)]
+    assert [(t, k, p) for t, _, k, p in locks] == [("p.ratelimit.decisions.v1", "acct:1", None)]
+    assert [(t, k, p) for t, _, k, p in strikes] == [
+        ("p.ratelimit.leases.v1", "writes:acct:1", PARTITION)
+    ]
+    reply = ports.replies[-1]
+    assert isinstance(reply, LeaseGranted) and reply.blocked_until == T0 + timedelta(seconds=60)
+
+
+async def test_a_live_ask_on_an_allocated_window_broadcasts_a_recall() -> None:
+    clock = FakeClock(T0)
+    ports = Ports(clock)
+    h = handlers(ports)
+    await h.handle(PARTITION, asked("api-a", clock), T0)  # api-a holds 1 unspent
+    await h.handle(PARTITION, asked("api-b", clock), T0)  # api-b gets the last one
+
+    await h.handle(PARTITION, asked("api-b", clock, spent=1), T0)
+
+    (recall,) = [m for _, m, _, _ in ports.sent if isinstance(m, RecallLease)]
+    assert recall.holders == ("api-a",)
+    reply = ports.replies[-1]
+    assert isinstance(reply, LeaseGranted) and (reply.granted, reply.retry_after_ms) == (0, 10)
+
+
+async def test_an_ask_nobody_waits_for_any_more_gets_no_reply_and_no_recall() -> None:
+    """A replay, or an ask whose deadline passed: the book counts it, nothing goes out."""
+    clock = FakeClock(T0)
+    ports = Ports(clock)
+    h = handlers(ports)
+    await h.handle(PARTITION, asked("api-a", clock), T0)
+    await h.handle(PARTITION, asked("api-b", clock), T0)
+    late = asked("api-b", clock, spent=1)
+    clock.advance(timedelta(seconds=1))
+
+    await h.handle(PARTITION, late, T0)
+
+    assert len(ports.replies) == 2
+    assert not any(isinstance(m, RecallLease) for _, m, _, _ in ports.sent)
