@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from authbus_api.core.access import Principal
+from authbus_api.core.freshness import Freshness, Trust
 from authbus_api.core.quota import Quota
 from authbus_api.core.rates import RatePolicy
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
@@ -48,7 +49,12 @@ class ScriptedAuthz:
     delay_s: float = 0.0
 
     async def verify(
-        self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
+        self,
+        credential: SealedCredential,
+        *,
+        partition_key: bytes,
+        client: str | None = None,
+        within: timedelta | None = None,
     ) -> Verdict:
         self.asked.append(credential.secret)
         await asyncio.sleep(self.delay_s)
@@ -90,6 +96,7 @@ def twin_gate(
     uses: Uses | None = None,
     policies: Sequence[RatePolicy] | None = None,
     deprecation: dict[str, str] | None = None,
+    trust: Trust | None = None,
 ) -> Gate:
     """A Gate on the twins (each made fresh unless given)."""
     return Gate(
@@ -102,5 +109,15 @@ def twin_gate(
         policies=tuple(policies) if policies is not None else load_policies(None),
         usage=uses or Uses(),
         metrics=metrics,
+        trust=trust or fresh_trust(),
         deprecation=deprecation or {},
     )
+
+
+def fresh_trust() -> Trust:
+    """A view of the changes feed that stays fresh (a heartbeat stamped far ahead on every
+    partition): for tests of everything but staleness."""
+    view = Freshness(partitions=3)
+    for partition in range(3):
+        view.heard(partition, datetime(2999, 1, 1, tzinfo=UTC))
+    return Trust(view)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -114,7 +115,12 @@ class Verdicts(ScriptedAuthz):
     verifier: Verifier | None = None
 
     async def verify(
-        self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
+        self,
+        credential: SealedCredential,
+        *,
+        partition_key: bytes,
+        client: str | None = None,
+        within: timedelta | None = None,
     ) -> Verdict:
         assert self.verifier is not None
         return (await self.verifier.verify(credential, client)).verdict

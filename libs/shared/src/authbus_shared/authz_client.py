@@ -129,9 +129,15 @@ class AuthzClient:
         self._health = PartitionHealth(hedge.partitions) if hedge else None
 
     async def verify(
-        self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
+        self,
+        credential: SealedCredential,
+        *,
+        partition_key: bytes,
+        client: str | None = None,
+        within: timedelta | None = None,
     ) -> Verdict:
-        """The verdict, or RequestFailed. Raises RpcTimeout when authz does not answer.
+        """The verdict, or RequestFailed. Raises RpcTimeout when authz does not answer within
+        `within` (default: the client's verify budget).
 
         Tokens and keys are hedged (`Hedge`): checking one is cheap and has no effect, so a
         copy goes to another partition when the first is slow to answer (its authz died and
@@ -139,12 +145,13 @@ class AuthzClient:
         and counts towards the failed-login throttle."""
         kid, sealed = self._seal(credential)
         request = VerifyCredential(seal_kid=kid, sealed=sealed, client=client)
+        budget = within or self._timeout
         if self._hedge is None or credential.kind is CredentialKind.PASSWORD:
             reply = await self._rpc.request(
-                self._verify, request, key=partition_key, timeout=self._timeout
+                self._verify, request, key=partition_key, timeout=budget
             )
         else:
-            reply = await self._hedged(request, partition_key, self._hedge)
+            reply = await self._hedged(request, partition_key, self._hedge, budget)
         answer = payload_of(reply)
         return (
             answer
@@ -152,14 +159,16 @@ class AuthzClient:
             else RequestFailed(reason="internal")
         )
 
-    async def _hedged(self, request: Contract, key: bytes, hedge: Hedge) -> Envelope:
+    async def _hedged(
+        self, request: Contract, key: bytes, hedge: Hedge, budget: timedelta
+    ) -> Envelope:
         """The first reply among up to `hedge.copies` copies, each sent `hedge.after` after
         the previous one went unanswered, to the partition `PartitionHealth` picks; all
         within the one verify budget."""
         health = self._health
         assert health is not None  # noqa: S101 - set with the hedge
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout.total_seconds()
+        deadline = loop.time() + budget.total_seconds()
         attempts: dict[asyncio.Task[Envelope], int] = {}
         tried: set[int] = set()
         partition, error = health.home(key), None

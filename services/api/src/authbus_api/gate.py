@@ -20,6 +20,7 @@ from typing import Protocol
 from authbus_api.core.access import Denied, Principal
 from authbus_api.core.credentials import Unreadable, parse_authorization
 from authbus_api.core.errors import Error
+from authbus_api.core.freshness import Trust, Use
 from authbus_api.core.rates import Admit, Need, RatePolicy, RateState, Refuse, Scope
 from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
 from authbus_api.metrics import ApiMetrics
@@ -44,7 +45,12 @@ class Authz(Protocol):
     """Where verdicts come from (AuthzClient over Kafka; a twin in unit tests)."""
 
     async def verify(
-        self, credential: SealedCredential, *, partition_key: bytes, client: str | None = None
+        self,
+        credential: SealedCredential,
+        *,
+        partition_key: bytes,
+        client: str | None = None,
+        within: timedelta | None = None,
     ) -> Verdict: ...
 
 
@@ -77,7 +83,9 @@ class Gate:
     policies: tuple[RatePolicy, ...]
     usage: UsageSink
     metrics: ApiMetrics
+    trust: Trust  # how stale the cache may be (A12)
     deprecation: dict[str, str] = field(default_factory=dict)  # headers for legacy-key answers
+    reverify_timeout: timedelta = timedelta(milliseconds=500)
     _inflight: dict[bytes, asyncio.Future[CredentialVerified | Denied]] = field(
         default_factory=dict
     )
@@ -95,13 +103,18 @@ class Gate:
                 Error.MISSING_TOKEN if credential is Unreadable.MISSING else Error.INVALID_TOKEN
             )
         digest = self.digest(credential)
-        verdict = self.cache.get(digest, utcnow())
+        now = utcnow()
+        verdict = self.cache.get(digest, now)
         self.metrics.cache_lookup("miss" if verdict is None else "hit").inc()
         if verdict is None:
             asked = await self._ask(digest, credential, client)
-            if isinstance(asked, Denied):
-                return asked
-            verdict = asked
+        elif (use := self.trust.use(now)) is not Use.FRESH:
+            asked = await self._stale(use, verdict, digest, credential, client)
+        else:
+            asked = verdict
+        if isinstance(asked, Denied):
+            return asked
+        verdict = asked
         self.metrics.verdict(verdict.outcome.value).inc()
         who = self._principal(verdict)
         if who is not None:
@@ -127,8 +140,36 @@ class Gate:
         self.usage.used(who, utcnow())
         return who
 
+    async def _stale(
+        self,
+        use: Use,
+        cached: CredentialVerified,
+        digest: bytes,
+        credential: SealedCredential,
+        client: str | None,
+    ) -> CredentialVerified | Denied:
+        """A cached verdict while the changes feed is older than the bound (A12, ADR 0016):
+        authz's answer if it gives one within `reverify_timeout`; else the cached verdict
+        within the grace, else 503."""
+        if use is Use.REVERIFY:
+            asked = await self._ask(digest, credential, client, self.reverify_timeout)
+            if not isinstance(asked, Denied):
+                self.trust.answered()
+                self.metrics.stale.labels(use="reverified").inc()
+                return asked
+            use = self.trust.unanswered(utcnow())
+        if use is Use.GRACE:
+            self.metrics.stale.labels(use="grace").inc()
+            return cached
+        self.metrics.stale.labels(use="refused").inc()
+        return Denied(Error.UNAVAILABLE, {"Retry-After": "1"})
+
     async def _ask(
-        self, digest: bytes, credential: SealedCredential, client: str | None
+        self,
+        digest: bytes,
+        credential: SealedCredential,
+        client: str | None,
+        within: timedelta | None = None,
     ) -> CredentialVerified | Denied:
         """authz's verdict, one question per credential at a time (single flight); a 503
         when authz cannot answer (never a guessed yes)."""
@@ -140,7 +181,7 @@ class Gate:
         )
         self._inflight[digest] = future
         try:
-            verdict = await self._verify(digest, credential, client)
+            verdict = await self._verify(digest, credential, client, within)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # waiters re-raise it; mark it retrieved for the lone caller
@@ -151,10 +192,16 @@ class Gate:
         return verdict
 
     async def _verify(
-        self, digest: bytes, credential: SealedCredential, client: str | None
+        self,
+        digest: bytes,
+        credential: SealedCredential,
+        client: str | None,
+        within: timedelta | None,
     ) -> CredentialVerified | Denied:
         try:
-            reply = await self.authz.verify(credential, partition_key=digest, client=client)
+            reply = await self.authz.verify(
+                credential, partition_key=digest, client=client, within=within
+            )
         except (RpcTimeout, NoSealingKey):
             return Denied(Error.UNAVAILABLE, {"Retry-After": "1"})
         if isinstance(reply, RequestFailed):

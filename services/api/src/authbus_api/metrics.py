@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from authbus_shared.kafka.metrics import KafkaMetrics
 
@@ -91,6 +91,21 @@ class ApiMetrics:
             "Owners' recalls naming this instance, by outcome (answered: its unspent units of "
             "the window went back at once; ignored: about a window it no longer holds).",
             ["outcome"],
+            registry=registry,
+        )
+        self.stale = Counter(
+            "api_stale_cache_uses_total",
+            "Cached verdicts met while the changes feed was older than the staleness bound "
+            "(A12), by what was done: reverified (authz answered), grace (served from the "
+            "cache, authz unreachable), refused (503: past the grace).",
+            ["use"],
+            registry=registry,
+        )
+        self.feed_age = Gauge(
+            "api_changes_feed_age_seconds",
+            "How old this instance's view of auth.changes.v1 is: every change acknowledged "
+            "before now minus this has been read (-1 before the first heartbeat of every "
+            "partition).",
             registry=registry,
         )
         # the hot path's children, looked up once

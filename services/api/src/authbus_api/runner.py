@@ -33,7 +33,7 @@ from authbus_api.settings import ApiSettings
 from authbus_api.translations import Catalogs
 from authbus_api.usage import UsageReporter
 from authbus_api.views import Readers, Views
-from authbus_shared.authz_client import AuthzClient
+from authbus_shared.authz_client import AuthzClient, Hedge
 from authbus_shared.contracts import topics
 from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.horizon import checked_horizon
@@ -109,6 +109,7 @@ async def run(settings: ApiSettings) -> int:
             verify_topic=t[topics.AUTH_VERIFY.name].name,
             commands_topic=t[topics.AUTHZ_COMMANDS.name].name,
             timeout=settings.verify_timeout,
+            hedge=hedge(settings, t[topics.AUTH_VERIFY.name]),
         )
         upstreams = Upstreams(settings.upstream_timeout_s)
         stack.push_async_callback(upstreams.close)
@@ -120,7 +121,9 @@ async def run(settings: ApiSettings) -> int:
             policies=policies,
             usage=usage,
             metrics=metrics,
+            trust=views.trust,
             deprecation=settings.deprecation_headers,
+            reverify_timeout=timedelta(milliseconds=settings.staleness.reverify_timeout_ms),
         )
         style = ErrorStyle(Catalogs.load(), settings.default_locale, settings.error_shape)
         app = build_http(
@@ -149,6 +152,14 @@ async def run(settings: ApiSettings) -> int:
         log.info("api stopping", reason=why)
     log.info("api stopped", reason=why)
     return 1 if why == "failed" else 0
+
+
+def hedge(settings: ApiSettings, verify: TopicSpec) -> Hedge | None:
+    """Hedged token and key verification (issue #10): off with `verify_hedge_ms` = 0."""
+    if settings.verify_hedge_ms == 0 or verify.partitions < 2:
+        return None
+    after = timedelta(milliseconds=settings.verify_hedge_ms)
+    return Hedge(partitions=verify.partitions, after=after, copies=min(3, verify.partitions))
 
 
 def http_config(app: ASGIApp, settings: ApiSettings, style: ErrorStyle) -> uvicorn.Config:

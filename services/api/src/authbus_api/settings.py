@@ -46,6 +46,42 @@ class RateSettings(BaseModel):
     )
 
 
+class StalenessSettings(BaseModel):
+    """How stale the cache may be (SPEC A12, ADR 0016): the changes feed's heartbeats say how
+    far this instance has read; past `bound_s` a cached verdict is verified again."""
+
+    bound_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Cached verdicts are used as they are only while every change acknowledged "
+        "more than this long ago has been read (plus the hosts' clock skew); past it: verify "
+        "again.",
+    )
+    grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="When authz cannot verify again (broker or authz away), cached verdicts "
+        "are still served until the view is bound + this old; then 503. 0: fail closed at once.",
+    )
+    reverify_timeout_ms: int = Field(
+        default=500,
+        ge=10,
+        description="How long a request with a stale cached verdict waits for authz before the "
+        "grace applies.",
+    )
+    probe_every_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="After authz failed to verify again, stale cached verdicts go straight to "
+        "the grace (no wait) for this long; then a request tries again.",
+    )
+    clock_skew_ms: int = Field(
+        default=250,
+        ge=0,
+        description="Largest difference between the clocks of authz and api hosts (NTP).",
+    )
+
+
 def _loopback() -> list[IPv4Network | IPv6Network]:
     return [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
 
@@ -77,6 +113,12 @@ class ApiSettings(ServiceSettings):
     verify_timeout_ms: int = Field(
         default=2000, ge=10, description="How long a request waits for authz before a 503."
     )
+    verify_hedge_ms: int = Field(
+        default=250,
+        ge=0,
+        description="A token or key verification unanswered this long is sent again to another "
+        "partition (its authz may have died before the group noticed); 0: never.",
+    )
     cache_max_entries: int = Field(
         default=100_000, ge=1, description="Verdicts kept in memory (LRU beyond)."
     )
@@ -92,6 +134,7 @@ class ApiSettings(ServiceSettings):
         description="At start, read lockouts of this last stretch (the longest lockout).",
     )
     rate: RateSettings = Field(default_factory=RateSettings)
+    staleness: StalenessSettings = Field(default_factory=StalenessSettings)
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(
         default_factory=_loopback,
         description=(

@@ -6,9 +6,10 @@ units this instance holds unspent, which the quota answers at once (ADR 0010).""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from authbus_api.core.freshness import Freshness, StalenessPolicy, Trust
 from authbus_api.core.quota import Quota
 from authbus_api.core.verdict_cache import VerdictCache
 from authbus_api.metrics import ApiMetrics
@@ -16,7 +17,12 @@ from authbus_api.settings import ApiSettings
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.contracts import topics
 from authbus_shared.contracts.envelope import Envelope, new_id, payload_of, utcnow
-from authbus_shared.contracts.events import AccountChanged, KeyRevoked, TokenRevoked
+from authbus_shared.contracts.events import (
+    AccountChanged,
+    ChangesHeartbeat,
+    KeyRevoked,
+    TokenRevoked,
+)
 from authbus_shared.contracts.ratelimit import RecallLease, SubjectLocked
 from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.kafka.consumers import Handler, StartAt
@@ -31,6 +37,9 @@ class Views:
     quota: Quota
     metrics: ApiMetrics
     clock: Callable[[], datetime] = utcnow
+    trust: Trust = field(
+        default_factory=lambda: Trust(Freshness(partitions=topics.AUTH_CHANGES.partitions))
+    )
 
     @classmethod
     def new(cls, settings: ApiSettings, metrics: ApiMetrics) -> Views:
@@ -46,7 +55,24 @@ class Views:
             fallback_for=timedelta(seconds=settings.rate.fallback_s),
             ask_budget=timedelta(milliseconds=settings.rate.ask_timeout_ms),
         )
-        return cls(cache, AuthzKeys(), quota, metrics)
+        stale = settings.staleness
+        trust = Trust(
+            Freshness(
+                partitions=topics.AUTH_CHANGES.partitions,
+                skew=timedelta(milliseconds=stale.clock_skew_ms),
+            ),
+            StalenessPolicy(
+                bound=timedelta(seconds=stale.bound_s), grace=timedelta(seconds=stale.grace_s)
+            ),
+            probe_every=timedelta(seconds=stale.probe_every_s),
+        )
+        views = cls(cache, AuthzKeys(), quota, metrics, trust=trust)
+        metrics.feed_age.set_function(views.feed_age)
+        return views
+
+    def feed_age(self) -> float:
+        age = self.trust.freshness.age(self.clock())
+        return -1.0 if age is None else age.total_seconds()
 
     def readers(self, t: dict[str, TopicSpec], settings: ApiSettings) -> Readers:
         """One broadcast reader per topic: name -> (topic, handler, where to start)."""
@@ -64,6 +90,9 @@ class Views:
     async def on_change(self, envelope: Envelope) -> None:
         event = payload_of(envelope)
         match event:
+            case ChangesHeartbeat():
+                self.trust.freshness.heard(event.partition, event.at)
+                return
             case TokenRevoked():
                 self.cache.revoke(event.token_id, utcnow())
             case KeyRevoked():

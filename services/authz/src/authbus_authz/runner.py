@@ -27,6 +27,7 @@ from authbus_authz.core.usage import PendingUses, Usage
 from authbus_authz.core.verifier import Verifier
 from authbus_authz.faults import crash_after_commit
 from authbus_authz.handlers import AuthzHandlers, published
+from authbus_authz.heartbeat import beat
 from authbus_authz.last_used import LastUsed
 from authbus_authz.metrics import AuthzMetrics
 from authbus_authz.outbox import Outbox, Topics
@@ -212,6 +213,17 @@ async def run(settings: AuthzSettings) -> int:
                 publisher, handlers.outbox.topics.keys, published(key), settings.instance_id
             )
         relay, retries = start_background(stack, handlers)
+        heartbeats = asyncio.create_task(
+            beat(
+                publisher,
+                handlers.outbox.topics.changes,
+                topics.AUTH_CHANGES.partitions,
+                instance_id=settings.instance_id,
+                every_s=settings.changes_heartbeat_ms / 1000,
+            ),
+            name="changes-heartbeats",
+        )
+        stack.callback(heartbeats.cancel)
 
         keys_reader = BroadcastReader(
             kafka,
@@ -231,6 +243,7 @@ async def run(settings: AuthzSettings) -> int:
             metrics=metrics.kafka,
             client_id=client_id,
             concurrency=64,
+            session_timeout_ms=settings.session_timeout_ms,
         )
         await consumer.start()
         stack.push_async_callback(consumer.stop)
@@ -241,6 +254,7 @@ async def run(settings: AuthzSettings) -> int:
         probes.live("keys_reader", lambda: keys_reader.alive)
         probes.live("outbox_relay", lambda: not relay.done())
         probes.live("last_used_retry", lambda: not retries.done())
+        probes.live("changes_heartbeats", lambda: not heartbeats.done())
         probes.ready("mongo", lambda: mongo_watch.ok)
         probes.ready("kafka_producer", lambda: publisher.started)
         probes.ready("consumer_caught_up", lambda: consumer.caught_up)
@@ -251,7 +265,7 @@ async def run(settings: AuthzSettings) -> int:
         log.info("authz started", ops_port=settings.ops.port, signing_kid=keys.ring.signing_kid)
 
         why = await until_stopped(
-            stop, server_task, consumer.task, keys_reader.task, rotation, relay, retries
+            stop, server_task, consumer.task, keys_reader.task, rotation, relay, retries, heartbeats
         )
         probes.stopping = True
         log.info("authz stopping", reason=why)

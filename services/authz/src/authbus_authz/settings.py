@@ -94,6 +94,21 @@ class AuthzSettings(ServiceSettings):
         "authz_commands_total) after whose commit the process exits at once, before it "
         "publishes the command's events. Empty: never.",
     )
+    session_timeout_ms: int = Field(
+        default=6000,
+        ge=6000,
+        le=300_000,
+        description="How soon the group notices a dead instance and moves its partitions (the "
+        "verifications waiting in them go to the survivors; the api hedges meanwhile).",
+    )
+    changes_heartbeat_ms: int = Field(
+        default=500,
+        ge=50,
+        le=10_000,
+        description="How often each instance writes a heartbeat to every partition of "
+        "auth.changes.v1: the api's cache is fresh only while it reads them (A12; keep it well "
+        "under AUTHBUS_API_STALENESS__BOUND_S).",
+    )
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)

@@ -1,7 +1,8 @@
 """Events authz publishes (past tense). Three topics carry them:
 
 - `auth.changes.v1` (every api reads it): what can turn a valid credential invalid:
-  `TokenRevoked`, `KeyRevoked`, `AccountChanged`.
+  `TokenRevoked`, `KeyRevoked`, `AccountChanged`; and `ChangesHeartbeat`, which says how
+  fresh a reader's view is (A12).
 - `auth.audit.v1` (SPEC V1, for any consumer): every event below but `KeyPublished`; keyed by
   account id, so one account's events are in order. Schema: docs/contracts.md.
 - `authz.keys.v1` (compacted by kid): `KeyPublished`.
@@ -159,3 +160,16 @@ class CredentialsUsed(Contract):
     TYPE = "authz.CredentialsUsed"
 
     uses: tuple[Use, ...] = Field(max_length=10_000)
+
+
+@register
+class ChangesHeartbeat(Contract):
+    """authz -> every api, on each partition of `auth.changes.v1` every few hundred ms: "the
+    time is `at` on my clock". A reader that has read it has read every change appended to
+    `partition` before it (A12; the api's `core/freshness.py`)."""
+
+    TYPE = "authz.ChangesHeartbeat"
+
+    partition: int = Field(ge=0)
+    at: datetime
+    instance: str

@@ -142,8 +142,15 @@ class GroupConsumer(Reader):
         client_id: str,
         concurrency: int = 16,
         commit_interval_s: float = 0.1,
+        session_timeout_ms: int = 10_000,
     ) -> None:
-        consumer = group_member(settings, group_id=group_id, client_id=client_id)
+        consumer = group_member(
+            settings,
+            group_id=group_id,
+            client_id=client_id,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(500, session_timeout_ms // 4),
+        )
         super().__init__(consumer, handler, metrics, f"consumer-{group_id}")
         self._topics = list(topics)
         self._slots = asyncio.Semaphore(concurrency)

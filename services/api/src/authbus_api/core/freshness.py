@@ -1,24 +1,31 @@
-"""How fresh this api instance's view of the changes feed is, and what that allows (SPEC A12).
+"""How fresh this api instance's view of the changes feed is, and what that allows (SPEC A12,
+ADR 0016).
 
 Every authz instance writes a heartbeat to each partition of `auth.changes.v1` every
-`heartbeat` (a few hundred ms), stamped with its clock. The api reads every partition in
-order, so once it has read, on every partition, a heartbeat stamped `h` or later, it has also
-read every change appended before `h - skew` (a record is appended after it is made, and
-authz hosts' clocks differ by at most `skew`): its view is fresh as of `h - skew`.
+`AUTHBUS_AUTHZ_CHANGES_HEARTBEAT_MS` (500 ms), stamped with its clock just before the send.
+A change acknowledged before that stamp was appended before the heartbeat (authz answers only
+once its events are in the log), and the api reads every partition in order. So once it has
+read, on every partition, a heartbeat stamped `h` or later, it has read every change
+acknowledged before `h - skew` (authz and api hosts' clocks differ by at most `skew`): its view
+is fresh as of `h - skew`. Stamps come from authz, never from when the api happened to read
+them, so a paused api does not take what it reads on waking for news.
 
 `Freshness` keeps the latest heartbeat per partition; the view is fresh as of the oldest of
-them. `verdict_use` turns that into the rule for a cached verdict:
+them. `StalenessPolicy.use` turns the view's age into the rule for a cached verdict:
 - `fresh`: the view is at most `bound` old: the cached verdict may be used as is;
 - `reverify`: older: ask authz again (a short budget), and use its answer;
 - `grace`: when authz cannot answer either (a broker outage, authz down), the cached verdict
   may still be used while the view is at most `bound + grace` old: the deployment's trade of
-  availability for staleness, visible in metrics;
+  availability for staleness, counted in metrics;
 - `refuse`: older still, or no heartbeat ever read: fail closed (503).
+`Trust` adds the memory that keeps an outage cheap: once authz could not answer, cached
+verdicts go straight to grace (or refusal) for `probe_every` instead of each waiting out a
+re-verification; the next request after that probes again.
 
-The guarantee (A12), in numbers with the defaults (`bound` 2 s, `grace` 30 s): a credential
-revoked and acknowledged at `t` is refused by every api instance for every request after
-`t + bound` (plus the clocks' skew) while the broker and an authz instance are reachable, and
-after `t + bound + grace` in any case: a paused or lagging instance re-verifies instead of
+The guarantee (A12), in numbers with the defaults (`bound` 2 s, `grace` 30 s, skew 250 ms): a
+credential revoked and acknowledged at `t` gets no 2xx from any api instance for a request
+decided after `t + bound + skew` while authz answers through the broker, and after
+`t + bound + grace + skew` in any case: a paused or lagging instance re-verifies instead of
 trusting its cache, and an instance cut off from the broker serves only what it cached, only
 within the grace, then refuses.
 
@@ -81,3 +88,33 @@ class StalenessPolicy:
         if age is not None and age <= self.bound + self.grace:
             return Use.GRACE
         return Use.REFUSE
+
+
+@dataclass
+class Trust:
+    """What a cached verdict is good for now: the view's age under the policy, and whether
+    authz failed to answer a re-verification in the last `probe_every`."""
+
+    freshness: Freshness
+    policy: StalenessPolicy = field(default_factory=StalenessPolicy)
+    probe_every: timedelta = timedelta(seconds=1)
+    _failed_at: datetime | None = None
+
+    def use(self, now: datetime) -> Use:
+        """FRESH, REVERIFY, or (authz failed lately) GRACE or REFUSE without asking again."""
+        age = self.freshness.age(now)
+        use = self.policy.use(age)
+        if use is Use.FRESH:
+            return use
+        failed = self._failed_at
+        if failed is not None and timedelta(0) <= now - failed < self.probe_every:
+            return self.policy.use(age, authz_answered=False)
+        return Use.REVERIFY
+
+    def unanswered(self, now: datetime) -> Use:
+        """authz could not re-verify at `now`: GRACE or REFUSE (and so for `probe_every`)."""
+        self._failed_at = now
+        return self.policy.use(self.freshness.age(now), authz_answered=False)
+
+    def answered(self) -> None:
+        self._failed_at = None
