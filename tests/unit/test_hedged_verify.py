@@ -113,12 +113,35 @@ async def test_a_password_is_never_hedged() -> None:
     assert rpc.sent == [None]
 
 
-def test_the_partition_that_answered_last_is_preferred() -> None:
+def test_a_copy_goes_to_a_partition_of_an_owner_that_has_not_failed() -> None:
     health = PartitionHealth(4)
-    health.answered(3, now=10.0)
-    health.answered(1, now=12.0)
-    health.failed(1, now=13.0)
+    health.answered(3, now=10.0, by="b")
+    health.answered(1, now=12.0, by="a")
+    health.failed(0, now=13.0)  # owner unknown: suspects nobody
+    assert health.pick({0}, now=14.0) == 1  # a answered last
 
-    assert health.pick({0}, now=14.0) == 3  # 1 failed after it last answered
-    assert health.pick({0, 3}, now=14.0) == 1  # none live left: the next after 3 in turn
-    assert health.pick({0}, now=100.0) == 1  # nothing remembered: the next after 0
+    health.answered(0, now=14.5, by="a")
+    health.failed(0, now=15.0)  # a is suspect now, 1 with it
+
+    assert health.pick({0}, now=16.0) == 3
+    assert health.pick({0, 3}, now=16.0) == 2  # unknown owner before a suspect one
+    health.answered(1, now=17.0, by="a")  # a answers again: trusted again
+    assert health.pick({0}, now=18.0) == 1
+
+
+def test_after_a_kill_the_dead_owners_other_partitions_are_avoided() -> None:
+    """The fault suite's case: every partition answered a moment ago, the dead member's
+    included; the copy after the first unanswered one must go to the survivor."""
+    health = PartitionHealth(12)
+    for p in range(12):
+        health.answered(p, now=100.0 + p / 100, by="a" if p % 2 == 0 else "b")
+    health.failed(4, now=101.0)  # a died: its partition 4 went unanswered
+
+    assert health.pick({4}, now=101.0) % 2 == 1
+
+
+def test_with_owners_unknown_copies_spread_around_the_ring() -> None:
+    health = PartitionHealth(12)
+
+    assert health.pick({3}, now=0.0) == 9  # range assignment: the far half, another member
+    assert health.pick({3, 9}, now=0.0) in {0, 6}

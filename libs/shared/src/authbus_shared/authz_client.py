@@ -192,8 +192,9 @@ class AuthzClient:
                 for task in done:
                     p = attempts.pop(task)
                     if task.exception() is None:
-                        health.answered(p, loop.time())
-                        return task.result()
+                        reply = task.result()
+                        health.answered(p, loop.time(), by=reply.producer)
+                        return reply
                     health.failed(p, loop.time())
                     error = task.exception()
                 if not done:  # slow: prefer another partition for the next copy
