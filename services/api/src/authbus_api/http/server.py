@@ -20,6 +20,10 @@ Algorithm, per connection:
   keep-alive timer, which could otherwise be kept off forever. While an earlier request of the
   connection is still being answered (pipelining) the client may be waiting for that answer:
   the timer is re-armed, not acted on.
+- A last look. A timer that expires (this one, or uvicorn's keep-alive timer) first lets the
+  event loop poll the sockets once more (`LAST_LOOK_S`) and only then acts: after a pause of
+  the process (a GC, a VM or SIGSTOP), timers run before the reads that waited meanwhile, and
+  a request that arrived in time would otherwise find its connection closed.
 - Garbage. A parser error, or any failure while uvicorn turns a head into an ASGI scope (a raw
   URL without a path...): 400. (llhttp itself refuses a raw path that is not ASCII.)
 - Answers. Each refusal is the catalog's (`ErrorStyle.raw`), negotiated from the headers seen
@@ -46,6 +50,7 @@ from authbus_api.http.errors import ErrorStyle, lower_headers
 from authbus_api.http.limits import EdgeLimits
 
 LINGER_S = 2.0
+LAST_LOOK_S = 0.01  # an expired timer waits this (one poll of the sockets) before it acts
 LINGER_BYTES = 1024 * 1024
 
 
@@ -74,6 +79,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self._read_size = 0  # bytes of the read being parsed
         self._head_raw = 0  # its raw bytes after the read it began in (-1: in that read)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._looked = False  # the head timer expired once: this is its last look
+        self._keep_alive_looked = False  # the same, for uvicorn's keep-alive timer
         self._refusal: Error | None = None  # why a parser callback stopped the parser
         self._refused = False  # answered (or about to be): nothing more is parsed
         self._pending: bytes | None = None  # a refusal waiting for earlier answers
@@ -113,7 +120,7 @@ class EdgeProtocol(HttpToolsProtocol):
         """uvicorn's answer to a parser error (and to a callback that raised): the catalog's."""
         self._refuse(self._refusal or Error.BAD_REQUEST)
 
-    def on_response_complete(self) -> None:
+    def _complete(self) -> None:
         if self._pending is None or self.pipeline:
             super().on_response_complete()
             return
@@ -164,6 +171,7 @@ class EdgeProtocol(HttpToolsProtocol):
         return cycle is None or cycle.response_complete
 
     def _arm(self) -> None:
+        self._looked = False
         self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
 
     def _disarm(self) -> None:
@@ -171,9 +179,28 @@ class EdgeProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def timeout_keep_alive_handler(self) -> None:
+        """uvicorn's keep-alive timer, after a last look at the socket."""
+        if not self._keep_alive_looked:
+            self._keep_alive_looked = True
+            self.timeout_keep_alive_task = self.loop.call_later(
+                LAST_LOOK_S, self.timeout_keep_alive_handler
+            )
+            return
+        self._keep_alive_looked = False
+        super().timeout_keep_alive_handler()
+
+    def on_response_complete(self) -> None:
+        self._keep_alive_looked = False  # uvicorn arms its keep-alive timer here
+        self._complete()
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._refused or self.transport.is_closing():
+            return
+        if not self._looked:  # reads that waited behind this timer go first
+            self._looked = True
+            self._head_timer = self.loop.call_later(LAST_LOOK_S, self._head_timed_out)
             return
         if not self._idle():  # the client may be waiting for an earlier answer
             self._arm()
