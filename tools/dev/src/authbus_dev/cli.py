@@ -2,8 +2,10 @@
 
 authbus-dev up              infrastructure + services, in the foreground (Ctrl-C stops all)
 authbus-dev up --detach     same, in the background; `authbus-dev down` stops it
-authbus-dev infra install   fetch Kafka's jars, SecantusDB and (for the forward-auth test) nginx,
-                            each skipped when present
+authbus-dev up --prometheus also Prometheus on 127.0.0.1:9090, scraping the fleet with the
+                            rules of deploy/prometheus/rules (docs/monitoring.md)
+authbus-dev infra install   fetch Kafka's jars, SecantusDB, Prometheus and (for the forward-auth
+                            test) nginx, each skipped when present
 authbus-dev infra start|stop|status
 """
 
@@ -17,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from authbus_dev import envdoc, infra, nginx
+from authbus_dev import envdoc, infra, nginx, prometheus
 from authbus_dev.bringup import BringUp, FleetTable
 from authbus_dev.fleet import Fleet, Ports, Service
 from authbus_dev.paths import RUNS, VENV_BIN
@@ -32,6 +34,10 @@ RunName = Annotated[str, typer.Option(help="Run folder name under .run/.")]
 KafkaPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_KAFKA_PORT")]
 ControllerPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_KAFKA_CONTROLLER_PORT")]
 MongoPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_MONGO_PORT")]
+WithPrometheus = Annotated[
+    bool, typer.Option("--prometheus", help="Also run Prometheus (127.0.0.1) with the rules.")
+]
+PrometheusPort = Annotated[int, typer.Option(envvar="AUTHBUS_DEV_PROMETHEUS_PORT")]
 DETACHED_WAIT_S = 120.0  # `up --detach` returns by then, slow instances left starting
 WATCH_EVERY_S = 0.5
 
@@ -51,6 +57,7 @@ def infra_install() -> None:
     started = time.monotonic()
     infra.install()
     typer.echo(f"nginx: {nginx.ensure()}")
+    typer.echo(f"prometheus: {prometheus.ensure().root}")
     typer.echo(f"infrastructure installed ({time.monotonic() - started:.1f}s)")
 
 
@@ -122,6 +129,8 @@ def up(
     kafka_port: KafkaPort = 9092,
     controller_port: ControllerPort = 9093,
     mongo_port: MongoPort = 27017,
+    with_prometheus: WithPrometheus = False,
+    prometheus_port: PrometheusPort = prometheus.DEFAULT_PORT,
 ) -> None:
     """Start the infrastructure and the services, and print how to make a first request.
 
@@ -139,6 +148,8 @@ def up(
         typer.echo("error: a service has no instance left running; stopped", err=True)
         raise typer.Exit(1)
     _print_first_request(cfg, fleet)
+    if with_prometheus:
+        _start_prometheus(fleet, prometheus_port)
     if detach:
         if not bring.until(lambda: bring.settled, timeout_s=DETACHED_WAIT_S):
             typer.echo(f"still starting in the background: {', '.join(bring.pending())}")
@@ -151,6 +162,7 @@ def up(
             bring.step()  # instances still starting: report them, start again those that exited
     finally:
         typer.echo("stopping ...")
+        prometheus.LocalPrometheus(cfg.run_dir).stop()
         fleet.stop_all()
         infra.stop(cfg)
 
@@ -164,6 +176,7 @@ def down(
 ) -> None:
     """Stop the services and the infrastructure of a detached `up`."""
     cfg = _config(run, kafka_port, controller_port, mongo_port)
+    prometheus.LocalPrometheus(cfg.run_dir).stop()
     _fleet(cfg, 0, 0, 0).stop_recorded()
     infra.stop(cfg)
     typer.echo("stopped")
@@ -173,6 +186,17 @@ def down(
 def env_example() -> None:
     """Print .env.example, generated from the services' settings classes."""
     typer.echo(envdoc.render(), nl=False)
+
+
+def _start_prometheus(fleet: Fleet, port: int) -> None:
+    """Prometheus on the fleet, its URL printed; the fleet runs on without it if it fails."""
+    try:
+        url = prometheus.start_for_fleet(fleet, port).url
+    except prometheus.PrometheusUnavailable as exc:
+        prometheus.LocalPrometheus(fleet.infra.run_dir, port).stop()
+        typer.echo(f"error: prometheus not started: {exc}", err=True)
+        return
+    typer.echo(f"prometheus: {url}  (rules: deploy/prometheus/rules; docs/monitoring.md)\n")
 
 
 def _print_first_request(cfg: infra.InfraConfig, fleet: Fleet) -> None:
