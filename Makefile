@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: help setup run test unit integration e2e lint format bench clean
+.PHONY: help setup run test unit integration e2e fault lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -14,10 +14,10 @@ setup: ## Install Python deps (.venv), the Kafka jars and SecantusDB (.cache)
 	@bash scripts/bootstrap.sh
 	@$(VENV)/authbus-dev infra install
 
-run: setup ## Start Kafka, SecantusDB and the three services locally (Ctrl-C stops all)
-	@$(VENV)/authbus-dev up
+run: setup ## Start Kafka, SecantusDB and the services locally (Ctrl-C stops all; PROMETHEUS=1: and Prometheus)
+	@$(VENV)/authbus-dev up $(if $(PROMETHEUS),--prometheus)
 
-test: setup lint ## What CI runs: lint, types, import boundaries, then unit, integration, e2e
+test: setup lint ## What CI runs: lint, types, import boundaries, then unit, integration, e2e, fault
 	@$(VENV)/pytest -m "" --durations=15
 
 unit: ## Only the fast tests (no network)
@@ -29,6 +29,9 @@ integration: setup ## Tests against the real Kafka broker and MongoDB-wire serve
 
 e2e: setup ## Tests that start the real service processes
 	@$(VENV)/pytest -m e2e
+
+fault: setup ## The fault suite: outages and pauses injected into a fleet of its own (~5 min)
+	@$(VENV)/pytest -m fault -s
 
 lint: ## ruff (lint + format check), mypy strict, import boundaries
 	@bash scripts/bootstrap.sh

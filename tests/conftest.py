@@ -4,6 +4,7 @@ only when an integration or e2e test asks for it, by the project's own tooling
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from authbus_dev import infra
 from authbus_dev.ports import free_port
 
-TIERS = ("integration", "e2e")
+TIERS = ("integration", "e2e", "fault")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,20 +26,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(getattr(pytest.mark, tier))
 
 
-@pytest.fixture(scope="session")
-def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[infra.InfraConfig]:
-    """A real Kafka broker and MongoDB-wire server on free loopback ports, for the session."""
+@contextlib.contextmanager
+def local_infrastructure(run_dir: Path) -> Iterator[infra.InfraConfig]:
+    """A real Kafka broker and MongoDB-wire server on free loopback ports, in `run_dir`."""
     cfg = infra.InfraConfig(
-        run_dir=tmp_path_factory.mktemp("infra"),
-        kafka_port=free_port(),
-        controller_port=free_port(),
-        mongo_port=free_port(),
+        run_dir=run_dir, kafka_port=free_port(), controller_port=free_port(), mongo_port=free_port()
     )
     try:
         infra.start(cfg)
         yield cfg
     finally:
         infra.stop(cfg)
+
+
+@pytest.fixture(scope="session")
+def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[infra.InfraConfig]:
+    """The session's broker and database (integration and e2e tests)."""
+    with local_infrastructure(tmp_path_factory.mktemp("infra")) as cfg:
+        yield cfg
 
 
 @pytest.fixture

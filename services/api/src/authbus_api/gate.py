@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+import structlog
+
 from authbus_api.core.access import Denied, Principal
 from authbus_api.core.credentials import Unreadable, parse_authorization
 from authbus_api.core.errors import Error
@@ -34,6 +36,8 @@ from authbus_shared.contracts.authz import (
 )
 from authbus_shared.contracts.envelope import utcnow
 from authbus_shared.kafka.rpc import RpcTimeout
+
+log = structlog.get_logger(__name__)
 
 CHALLENGE = 'Bearer realm="authbus", Basic realm="authbus", charset="UTF-8"'
 INVALID_CHALLENGE = (
@@ -162,6 +166,11 @@ class Gate:
             self.metrics.stale.labels(use="grace").inc()
             return cached
         self.metrics.stale.labels(use="refused").inc()
+        age = self.trust.freshness.age(utcnow())
+        log.warning(
+            "cached verdict refused: the changes feed is too old and authz did not answer",
+            feed_age_s=None if age is None else round(age.total_seconds(), 3),
+        )
         return Denied(Error.UNAVAILABLE, {"Retry-After": "1"})
 
     async def _ask(

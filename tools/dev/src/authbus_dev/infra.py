@@ -170,21 +170,22 @@ def start_kafka(cfg: InfraConfig) -> None:
     if not cluster_file.exists():
         cluster_file.write_text(new_cluster_id())
     classpath = f"{libs}/*"
-    _run(
-        [
-            "java",
-            "-cp",
-            classpath,
-            "kafka.tools.StorageTool",
-            "format",
-            "-t",
-            cluster_file.read_text().strip(),
-            "-c",
-            str(props),
-            "--ignore-formatted",
-        ],
-        "formatting Kafka storage",
-    )
+    if not (data / "meta.properties").exists():  # formatted already: a restart skips a JVM
+        _run(
+            [
+                "java",
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_file.read_text().strip(),
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ],
+            "formatting Kafka storage",
+        )
     kafka_process(cfg).start(
         [
             "java",
