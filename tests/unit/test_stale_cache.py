@@ -5,6 +5,7 @@ within the grace (without waiting again for `probe_every`), then refused."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -13,6 +14,7 @@ from authbus_api.core.errors import Error
 from authbus_api.core.freshness import Freshness, StalenessPolicy, Trust
 from authbus_api.gate import Gate
 from authbus_api.metrics import ApiMetrics
+from authbus_shared.authz_client import Verdict
 from authbus_shared.contracts.authz import CredentialVerified, Outcome
 from authbus_shared.contracts.envelope import utcnow
 from authbus_shared.kafka.rpc import RpcTimeout
@@ -97,3 +99,46 @@ async def test_past_the_grace_a_cached_verdict_is_refused_with_503() -> None:
 
     assert isinstance(answer, Denied) and answer.error is Error.UNAVAILABLE
     assert uses(metrics, "refused") == 1
+
+
+class CatchingUp(ScriptedAuthz):
+    """authz that does not answer in time, while the feed catches up meanwhile (the paused
+    instance waking: its reply inbox and its feed reader both have a backlog)."""
+
+    view: Freshness | None = None
+    evict: Gate | None = None
+
+    async def verify(self, *args: Any, **kwargs: Any) -> Verdict:
+        if self.view is None:  # not yet: the first, uncached ask
+            return await super().verify(*args, **kwargs)
+        for partition in range(3):
+            self.view.heard(partition, utcnow())
+        if self.evict is not None:  # the backlog held this credential's revocation
+            self.evict.cache.revoke("t1", utcnow())
+            self.script["good"] = REVOKED
+            self.evict = None
+            raise RpcTimeout("the reply came too late")
+        raise RpcTimeout("the reply came too late")
+
+
+async def test_a_feed_that_catches_up_during_the_reverification_makes_the_cache_good_again() -> (
+    None
+):
+    authz = CatchingUp({"good": VALID})
+    view = trust(age=5 * S)
+    metrics, gate = await cached(authz, view)
+    authz.view = view.freshness
+
+    assert isinstance(await gate.identify("Bearer good"), Principal)
+    assert uses(metrics, "refused") == 0
+
+
+async def test_a_revocation_read_during_the_reverification_is_not_overlooked() -> None:
+    authz = CatchingUp({"good": VALID})
+    view = trust(age=5 * S)
+    _, gate = await cached(authz, view)
+    authz.view, authz.evict = view.freshness, gate
+
+    answer = await gate.identify("Bearer good")
+
+    assert isinstance(answer, Denied)  # never the cached "valid": asked again, 503 or 401

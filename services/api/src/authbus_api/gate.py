@@ -153,8 +153,8 @@ class Gate:
         client: str | None,
     ) -> CredentialVerified | Denied:
         """A cached verdict while the changes feed is older than the bound (A12, ADR 0016):
-        authz's answer if it gives one within `reverify_timeout`; else the cached verdict
-        within the grace, else 503."""
+        authz's answer if it gives one within `reverify_timeout`; else the cache as it is now
+        if the feed caught up meanwhile, the cached verdict within the grace, or 503."""
         if use is Use.REVERIFY:
             asked = await self._ask(digest, credential, client, self.reverify_timeout)
             if not isinstance(asked, Denied):
@@ -162,6 +162,11 @@ class Gate:
                 self.metrics.stale.labels(use="reverified").inc()
                 return asked
             use = self.trust.unanswered(utcnow())
+        if use is Use.FRESH:  # the feed caught up meanwhile: the cache is current again
+            current = self.cache.get(digest, utcnow())
+            if current is not None:
+                return current
+            return await self._ask(digest, credential, client)  # evicted by what was read
         if use is Use.GRACE:
             self.metrics.stale.labels(use="grace").inc()
             return cached
