@@ -190,3 +190,13 @@ def system(infrastructure: InfraConfig, upstream: str, raw_upstream: str) -> Ite
         yield System(fleet, prefix)
     finally:
         fleet.stop_all()
+
+
+@pytest.fixture
+def ratelimit_restored(system: System) -> Iterator[None]:
+    """Whatever a test stops or kills, every ratelimit instance runs again after it."""
+    yield
+    for instance in system.fleet.instances("ratelimit"):
+        system.fleet.start(instance)
+    for instance in system.fleet.instances("ratelimit"):
+        system.fleet.wait_ready(instance)

@@ -82,16 +82,6 @@ def background_traffic(system: System) -> Iterator[None]:
     thread.join(10)
 
 
-@pytest.fixture
-def ratelimit_restored(system: System) -> Iterator[None]:
-    """Whatever the test kills, every ratelimit instance runs again after it."""
-    yield
-    for instance in system.fleet.instances("ratelimit"):
-        system.fleet.start(instance)
-    for instance in system.fleet.instances("ratelimit"):
-        system.fleet.wait_ready(instance)
-
-
 class Watch:
     """Polls the subject on every api instance in turn (every 0.2 s) while the test runs: a
     200 while a lock holds would be missed by checks between restarts."""

@@ -9,7 +9,6 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -114,16 +113,6 @@ def owner_of(system: System, key: str) -> Instance | None:
         and system.instance_metric(r, "ratelimit_owned_partitions", partition=str(partition))
     ]
     return owners[0] if len(owners) == 1 else None
-
-
-@pytest.fixture
-def ratelimit_restored(system: System) -> Iterator[None]:
-    """Whatever a test stops or kills, every ratelimit instance runs again after it."""
-    yield
-    for instance in system.fleet.instances("ratelimit"):
-        system.fleet.start(instance)
-    for instance in system.fleet.instances("ratelimit"):
-        system.fleet.wait_ready(instance)
 
 
 def test_sixty_a_minute_holds_when_a_client_fires_at_every_instance_at_once(

@@ -18,6 +18,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from authbus_api.settings import StalenessSettings
+from authbus_authz.settings import AuthzSettings
 from authbus_dev.fleet import Fleet, Instance
 from tests.e2e.conftest import System
 from tests.fault.load import Load, Record, Stream
@@ -29,10 +31,13 @@ AFTER_S = 8.0  # load after the fault ends
 CACHED_BOUND_S = 1.0  # a cached credential's answer, whatever is down (issue #10 item 2)
 VERIFY_BOUND_S = 3.0  # the verify budget (2 s) and a margin: an answer, 2xx or 503
 RECOVERY_S = 5.0  # everything 2xx again this long after the fault ends
-STALENESS_BOUND_S = 2.0  # AUTHBUS_API_STALENESS__BOUND_S's default (A12)
-GRACE_S = 30.0  # AUTHBUS_API_STALENESS__GRACE_S's default: stale verdicts served, then 503
-SKEW_S = 0.25  # AUTHBUS_API_STALENESS__CLOCK_SKEW_MS's default: a view is that much older
-HEARTBEAT_S = 0.5  # AUTHBUS_AUTHZ_CHANGES_HEARTBEAT_MS's default: the last one read may be older
+# the staleness rule's defaults (A12, ADR 0016), read from the settings the fleet runs with
+_STALENESS = StalenessSettings()
+STALENESS_BOUND_S = _STALENESS.bound_s
+GRACE_S = _STALENESS.grace_s  # stale verdicts served this much longer, then 503
+SKEW_S = _STALENESS.clock_skew_ms / 1000  # a view is that much older
+# authz's heartbeat interval: the last heartbeat read may be that much older
+HEARTBEAT_S = AuthzSettings.model_fields["changes_heartbeat_ms"].default / 1000
 # How far behind the feed an api instance may be reading when the broker dies, on this loaded
 # 2-core machine (its consumer's lag, a heartbeat's send delayed): the view is that much older.
 READ_LAG_S = 2.0

@@ -59,6 +59,11 @@ def nginx_conf(folder: Path, listen: int, api: str, app: str) -> Path:
         .replace("listen 8080;", f"listen 127.0.0.1:{listen};")
     )
     assert api.removeprefix("http://") in server and f"127.0.0.1:{listen}" in server
+    return unprivileged(folder, server)
+
+
+def unprivileged(folder: Path, server: str) -> Path:
+    """An nginx.conf around `server` that an ordinary process can run from `folder`."""
     conf = folder / "nginx.conf"
     temp = folder / "temp"
     temp.mkdir()

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from authbus_dev.ports import free_port
-from tests.integration.test_forward_auth_nginx import api_app, routes_for, running_nginx
+from tests.integration.test_forward_auth_nginx import (
+    api_app,
+    routes_for,
+    running_nginx,
+    unprivileged,
+)
 from tests.support import raw_http, serving
 
 GATEWAY = Path(__file__).parents[2] / "deploy" / "nginx" / "gateway.conf"
@@ -41,27 +46,7 @@ def gateway_conf(folder: Path, listen: int, api: str) -> Path:
         .replace("set $api_upstream http://api:8000;", f"set $api_upstream {api};")
     )
     assert f"set $api_upstream {api};" in server and "127.0.0.11" not in server
-    temp = folder / "temp"
-    temp.mkdir()
-    conf = folder / "nginx.conf"
-    conf.write_text(
-        f"""
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-{server}
-}}
-"""
-    )
-    return conf
+    return unprivileged(folder, server)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from authbus_dev import apt
 from authbus_dev.paths import CACHE
 
 NGINX_CACHE = CACHE / "nginx"
@@ -46,31 +47,10 @@ def ensure(cache: Path = NGINX_CACHE, *, use_system: bool = True) -> Path:
 
 
 def _download(folder: Path, cache: Path) -> Path:
-    """`apt-get download nginx` with package lists of our own in the cache (a fresh machine
-    may have none, and updating the system's needs root): fetched once, then reused."""
-    lists, archives = cache / "apt-lists", cache / "apt-cache"
-    for sub in (lists / "partial", archives / "archives" / "partial"):
-        sub.mkdir(parents=True, exist_ok=True)
-    options = [
-        "-o", f"Dir::State::Lists={lists}",
-        "-o", f"Dir::Cache={archives}",
-        "-o", "Debug::NoLocking=1",
-    ]  # fmt: skip
-    errors = ""
-    for update_first in (False, True):
-        if update_first:
-            update = _apt([*options, "update", "-qq"], folder)
-            if update.returncode != 0:
-                raise NginxUnavailable(f"apt-get update failed: {update.stderr.strip()}")
-        fetched = _apt([*options, "download", "nginx"], folder)
-        debs = sorted(folder.glob("nginx_*.deb"))
-        if fetched.returncode == 0 and debs:
-            return debs[-1]
-        errors = fetched.stderr.strip()
-    raise NginxUnavailable(f"apt-get download nginx failed: {errors}")
-
-
-def _apt(args: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["apt-get", *args], cwd=folder, capture_output=True, text=True, timeout=300, check=False
-    )
+    """`apt-get download nginx` with package lists of our own in the cache: fetched once, then
+    reused."""
+    try:
+        (deb,) = apt.download(folder, ["nginx"], cache / "apt-lists", cache / "apt-cache")
+    except apt.AptUnavailable as exc:
+        raise NginxUnavailable(str(exc)) from exc
+    return deb

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from authbus_dev import apt
 from authbus_dev.fleet import START_ORDER, Fleet
 from authbus_dev.paths import CACHE, REPO
 from authbus_dev.procs import Managed
@@ -129,40 +130,12 @@ def _run(argv: list[str]) -> str:
 
 
 def _download(folder: Path, packages: Sequence[str]) -> list[Path]:
-    """`apt-get download` of `packages` into `folder`, with package lists kept in the cache
-    (updated once if the download fails with the lists there are). The first package's
-    archive comes first."""
-    lists, archives = APT_CACHE / "lists", APT_CACHE / "archives"
-    for sub in (lists / "partial", archives / "archives" / "partial"):
-        sub.mkdir(parents=True, exist_ok=True)
-    options = [
-        "-o", f"Dir::State::Lists={lists}",
-        "-o", f"Dir::Cache={archives}",
-        "-o", "Debug::NoLocking=1",
-    ]  # fmt: skip
-    errors = ""
-    for update_first in (False, True):
-        if update_first:
-            update = _apt([*options, "update", "-qq"], folder)
-            if update.returncode != 0:
-                raise PrometheusUnavailable(f"apt-get update failed: {update.stderr.strip()}")
-        fetched = _apt([*options, "download", *packages], folder)
-        debs = {p: sorted(folder.glob(f"{p}_*.deb")) for p in packages}
-        if fetched.returncode == 0 and all(debs.values()):
-            return [found[-1] for found in debs.values()]
-        errors = fetched.stderr.strip()
-    raise PrometheusUnavailable(f"apt-get download {' '.join(packages)} failed: {errors}")
-
-
-def _apt(args: list[str], folder: Path) -> subprocess.CompletedProcess[str]:
+    """The packages' archives (the first package's first), lists and archives kept in the
+    cache."""
     try:
-        return subprocess.run(
-            ["apt-get", *args], cwd=folder, capture_output=True, text=True, timeout=300, check=False
-        )
-    except FileNotFoundError:
-        raise PrometheusUnavailable("no apt-get: Prometheus comes from Debian's package") from None
-    except subprocess.TimeoutExpired as exc:
-        raise PrometheusUnavailable(f"apt-get {' '.join(args)}: timed out") from exc
+        return apt.download(folder, packages, APT_CACHE / "lists", APT_CACHE / "archives")
+    except apt.AptUnavailable as exc:
+        raise PrometheusUnavailable(str(exc)) from exc
 
 
 # --- configuration ------------------------------------------------------------------------
