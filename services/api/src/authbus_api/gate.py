@@ -166,7 +166,9 @@ class Gate:
             current = self.cache.get(digest, utcnow())
             if current is not None:
                 return current
-            return await self._ask(digest, credential, client)  # evicted by what was read
+            # evicted by what was read: ask once more, within the same short budget (the wait
+            # stays under the verify budget)
+            return await self._ask(digest, credential, client, self.reverify_timeout)
         if use is Use.GRACE:
             self.metrics.stale.labels(use="grace").inc()
             return cached
