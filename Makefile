@@ -5,7 +5,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: help setup run test unit integration e2e fault lint format bench clean
+.PHONY: help setup run test unit integration e2e fault compose-test lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ setup: ## Install Python deps (.venv), the Kafka jars and SecantusDB (.cache)
 run: setup ## Start Kafka, SecantusDB and the services locally (Ctrl-C stops all; PROMETHEUS=1: and Prometheus)
 	@$(VENV)/authbus-dev up $(if $(PROMETHEUS),--prometheus)
 
-test: setup lint ## What CI runs: lint, types, import boundaries, then unit, integration, e2e, fault
+test: setup lint ## What CI runs: lint, types, import boundaries, then compose, unit, integration, e2e, fault
 	@$(VENV)/pytest -m "" --durations=15
 
 unit: ## Only the fast tests (no network)
@@ -32,6 +32,9 @@ e2e: setup ## Tests that start the real service processes
 
 fault: setup ## The fault suite: outages and pauses injected into a fleet of its own (~5 min)
 	@$(VENV)/pytest -m fault -s
+
+compose-test: setup ## docker-compose.yml built, scaled and checked on a Docker engine of its own (root)
+	@$(VENV)/pytest -m compose -s --durations=10
 
 lint: ## ruff (lint + format check), mypy strict, import boundaries
 	@bash scripts/bootstrap.sh

@@ -14,11 +14,11 @@ import pytest
 from authbus_dev import infra
 from authbus_dev.ports import free_port
 
-TIERS = ("integration", "e2e", "fault")
+TIERS = ("integration", "e2e", "fault", "compose")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by folder: tests/integration/* are `integration`, tests/e2e/* are `e2e`."""
+    """Mark tests by folder: tests/integration/* are `integration`, tests/e2e/* are `e2e`, ..."""
     for item in items:
         parts = Path(str(item.fspath)).parts
         for tier in TIERS:

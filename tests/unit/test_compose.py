@@ -130,14 +130,33 @@ def dockerfile_of(service: str) -> Path:
     return ROOT / str(build.get("context", ".")) / str(build.get("dockerfile", "Dockerfile"))
 
 
-def dockerfile_instructions(path: Path, instruction: str) -> list[str]:
-    """Arguments of every `instruction` line in a Dockerfile (continuation lines joined)."""
-    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+def dockerfile_stage(service: str) -> list[str]:
+    """The lines of the stage compose builds for `service` (its `target`, else the last
+    stage), continuation lines joined, comments left out."""
+    text = dockerfile_of(service).read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in lines:
+        if line.upper().startswith("FROM "):
+            current = []
+            words = line.split()
+            stages[
+                words[-1] if len(words) > 2 and words[-2].upper() == "AS" else str(len(stages))
+            ] = current
+        current.append(line)
+    build = services()[service]["build"]
+    target = build.get("target") if isinstance(build, dict) else None
+    return stages[target] if target else current
+
+
+def dockerfile_instructions(service: str, instruction: str) -> list[str]:
+    """Arguments of every `instruction` line in the service's stage."""
     prefix = instruction.upper() + " "
     return [
-        line.strip()[len(prefix) :].strip()
-        for line in text.splitlines()
-        if line.strip().upper().startswith(prefix)
+        line[len(prefix) :].strip()
+        for line in dockerfile_stage(service)
+        if line.upper().startswith(prefix)
     ]
 
 
@@ -260,7 +279,7 @@ def test_prometheus_scrapes_every_replica_on_the_service_port(service: str) -> N
 
 @pytest.mark.parametrize("service", SCALED_SERVICES)
 def test_dockerfile_runs_a_console_script_of_its_package(service: str) -> None:
-    cmds = dockerfile_instructions(dockerfile_of(service), "CMD")
+    cmds = dockerfile_instructions(service, "CMD")
     assert cmds, "no CMD"
     command = json.loads(cmds[-1])  # the exec form: a JSON array
     assert command[0] in console_scripts(service), command
@@ -268,8 +287,26 @@ def test_dockerfile_runs_a_console_script_of_its_package(service: str) -> None:
 
 @pytest.mark.parametrize("service", SCALED_SERVICES)
 def test_dockerfile_exposes_the_service_port(service: str) -> None:
-    exposed = dockerfile_instructions(dockerfile_of(service), "EXPOSE")
+    exposed = dockerfile_instructions(service, "EXPOSE")
     assert str(DEFAULT_PORTS[service]) in " ".join(exposed).split()
+
+
+@pytest.mark.parametrize("service", SCALED_SERVICES)
+def test_each_service_image_installs_its_own_package_only(service: str) -> None:
+    """The venv a target copies comes from the build stage of that same package."""
+    copied = dockerfile_instructions(service, "COPY")
+    assert copied == [f"--from=build-{service} /app/.venv /app/.venv"]
+    dockerfile = dockerfile_of(service).read_text(encoding="utf-8").replace("\\\n", " ")
+    stage = dockerfile.split(f" AS build-{service}\n", 1)[1].split("\nFROM ", 1)[0]
+    packages = set(re.findall(r"--package (\S+)", stage))
+    assert packages == {f"authbus-{service}"}
+
+
+def test_the_images_default_to_the_official_python_base_and_a_non_root_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in dockerfile
+    runtime = dockerfile.split(" AS runtime\n", 1)[1].split("\nFROM ", 1)[0]
+    assert re.search(r"^USER authbus$", runtime, re.M)
 
 
 # ---- secrets -------------------------------------------------------------------------------------

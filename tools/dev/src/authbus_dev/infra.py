@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -69,10 +70,12 @@ def kafka_libs() -> Path:
 
 
 def install_kafka() -> Path:
-    """Fetch the broker's jars unless they are there; returns the libs folder."""
+    """Fetch the broker's jars unless they are there (for this pom.xml); returns the libs folder."""
     libs = kafka_libs()
     stamp = libs / ".complete"
-    if stamp.exists():
+    pom = REPO / "infra" / "kafka" / "pom.xml"
+    wanted = f"{KAFKA_VERSION} {hashlib.sha256(pom.read_bytes()).hexdigest()[:16]}"
+    if stamp.exists() and stamp.read_text() == wanted:
         return libs
     if shutil.which("mvn") is None or shutil.which("java") is None:
         raise InfraError("Kafka needs java (17+) and mvn on PATH")
@@ -94,7 +97,7 @@ def install_kafka() -> Path:
     )
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
-    stamp.write_text(KAFKA_VERSION)
+    stamp.write_text(wanted)
     return libs
 
 
