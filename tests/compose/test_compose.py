@@ -15,6 +15,10 @@ import pytest
 
 from tests.compose.conftest import SCALE, Deployment
 
+# The package fixture's set-up runs inside the first test: on a cold machine it builds compose
+# (about 4 min), the base and the images.
+pytestmark = pytest.mark.timeout(1800)
+
 PASSWORD = "correct horse battery staple 9"
 EMAIL = "operator@example.com"
 

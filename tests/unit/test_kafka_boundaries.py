@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry
 
@@ -107,6 +109,10 @@ async def test_a_producer_refuses_sends_beyond_its_bound_instead_of_queueing() -
     await asyncio.gather(*waiting, return_exceptions=True)
 
 
+TP = TopicPartition("t", 0)
+RECORD = SimpleNamespace(offset=41, value=b"")
+
+
 class FlakyConsumer:
     """A consumer whose broker is away for a few fetches, then back."""
 
@@ -116,7 +122,7 @@ class FlakyConsumer:
     async def getmany(self, **_: Any) -> dict[Any, list[Any]]:
         if self.failures:
             raise self.failures.pop(0)
-        return {"tp": ["record"]}
+        return {TP: [RECORD]}
 
 
 async def test_a_read_loop_rides_out_a_broker_absence() -> None:
@@ -125,7 +131,7 @@ async def test_a_read_loop_rides_out_a_broker_absence() -> None:
 
     batch = await fetch(consumer, metrics, "test")
 
-    assert batch == {"tp": ["record"]}
+    assert batch == {TP: [RECORD]}
     assert metrics.errors.labels(stage="consume", error="KafkaConnectionError")._value.get() == 2
 
 
@@ -134,3 +140,41 @@ async def test_a_read_loop_still_ends_on_an_error_that_is_not_transient() -> Non
 
     with pytest.raises(IllegalStateError):
         await fetch(consumer, KafkaMetrics("t", CollectorRegistry()), "test")
+
+
+class WatermarkedConsumer:
+    """What the lag gauge reads of a consumer: its assignment and high watermarks."""
+
+    def __init__(self, high: dict[TopicPartition, int]) -> None:
+        self.high = high
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.high)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.high.get(tp)
+
+
+def _lag(registry: CollectorRegistry, reader: str, topic: str) -> float | None:
+    return registry.get_sample_value(
+        "t_kafka_consumer_lag_messages", {"reader": reader, "topic": topic}
+    )
+
+
+def test_consumer_lag_is_the_high_watermark_past_what_the_reader_fetched() -> None:
+    registry = CollectorRegistry()
+    metrics = KafkaMetrics("t", registry)
+    p0, p1, other = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("u", 0)
+    consumer = WatermarkedConsumer({p0: 100, p1: 50, other: 7})
+    records = [SimpleNamespace(offset=n) for n in range(80, 90)]  # fetched up to offset 89
+
+    metrics.lag.fetched("reader", consumer, {p0: records, p1: [SimpleNamespace(offset=49)]})
+
+    assert _lag(registry, "reader", "t") == (100 - 90) + (50 - 50)
+    assert _lag(registry, "reader", "u") is None  # nothing fetched from it yet: unknown
+    consumer.high[p0] = 95  # a stale watermark behind the position never counts below zero
+    metrics.lag.fetched("reader", consumer, {p0: [SimpleNamespace(offset=99)]})
+    assert _lag(registry, "reader", "t") == 0
+    del consumer.high[p1]  # revoked partitions drop out
+    consumer.high[p0] = 130
+    assert _lag(registry, "reader", "t") == 30

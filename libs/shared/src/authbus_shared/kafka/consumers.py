@@ -93,6 +93,7 @@ async def fetch(
             await asyncio.sleep(backoff)
             backoff = min(RETRY_MAX_S, backoff * 2)
             continue
+        metrics.lag.fetched(name, consumer, batch)
         return batch
 
 

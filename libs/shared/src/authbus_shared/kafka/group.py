@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.protocol.group import JoinGroupRequest
 
-from authbus_shared.kafka.consumers import Handler, Reader, stop_task
+from authbus_shared.kafka.consumers import Handler, Reader, fetch, stop_task
 from authbus_shared.kafka.metrics import KafkaMetrics
 from authbus_shared.settings import KafkaSettings
 
@@ -188,7 +188,7 @@ class GroupConsumer(Reader):
     async def _loop(self) -> None:
         try:
             while True:
-                batch = await self._consumer.getmany(timeout_ms=100, max_records=500)
+                batch = await fetch(self._consumer, self._metrics, self._name, timeout_ms=100)
                 for tp, records in batch.items():
                     for record in records:
                         await self._slots.acquire()  # all slots busy: stop fetching (backpressure)
