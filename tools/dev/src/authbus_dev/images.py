@@ -61,7 +61,7 @@ def base_image(engine: Engine) -> str:
     if engine.has_image(tag):
         return tag
     rootfs = CACHE / "docker" / "rootfs.partial"
-    shutil.rmtree(rootfs, ignore_errors=True)
+    _remove_rootfs(rootfs)
     _run(
         [
             "debootstrap",
@@ -82,8 +82,19 @@ def base_image(engine: Engine) -> str:
             if path.is_file():
                 path.unlink()
     _import(engine, rootfs, tag)
-    shutil.rmtree(rootfs, ignore_errors=True)
+    _remove_rootfs(rootfs)
     return tag
+
+
+def _remove_rootfs(rootfs: Path) -> None:
+    """Delete a debootstrap folder, first unmounting what an interrupted run left mounted in
+    it (proc, sys): deleting through a mount would reach the host's files."""
+    prefix = f"{rootfs.resolve()}/"
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        _run(["umount", "--lazy", point], f"unmounting {point}")
+    shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def _import(engine: Engine, rootfs: Path, tag: str) -> None:

@@ -20,7 +20,7 @@ class KafkaMetrics:
     def __init__(self, namespace: str, registry: CollectorRegistry) -> None:
         self.consumed = Counter(
             f"{namespace}_kafka_messages_consumed_total",
-            "Messages read, by topic and result (handled, expired, undecodable, failed).",
+            "Messages read, by topic and result (handled, undecodable, failed).",
             ["topic", "result"],
             registry=registry,
         )
