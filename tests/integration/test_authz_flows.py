@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -287,3 +289,30 @@ async def test_operators_grant_scopes_and_only_granted_scopes_are_issued_and_app
                 == ["scopes_changed"] * 2
             )
         )
+
+
+async def test_the_cli_for_people_reads_a_piped_password_and_names_what_it_made(
+    client: AuthzClient, kafka: KafkaSettings
+) -> None:
+    """Without --json: a piped password is read without a prompt or an echo warning, a short
+    one is refused with the policy, and `token create` prints the token alone on stdout and
+    its id (what `token revoke` takes) on stderr."""
+    env = {"AUTHBUS_ADMIN_KAFKA__TOPIC_PREFIX": kafka.topic_prefix}
+    email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
+
+    def cli(*args: str, stdin: str | None = None) -> Any:
+        argv = [*args, "--bootstrap", kafka.bootstrap_servers]
+        return CliRunner().invoke(admin_cli, argv, input=stdin, env=env)
+
+    short = await asyncio.to_thread(cli, "account", "create", email, stdin="short\n")
+    created = await asyncio.to_thread(cli, "account", "create", email, stdin=PASSWORD + "\n")
+    token = await asyncio.to_thread(cli, "token", "create", email, "--name", "people")
+
+    assert short.exit_code == 1
+    assert "refused: weak_password (8 to 1024 characters)" in short.stderr
+    assert created.exit_code == 0, created.output
+    assert "created account" in created.stdout
+    assert "Warning" not in created.output and "Password" not in created.output
+    assert token.exit_code == 0, token.output
+    assert token.stdout.count(".") == 2 and token.stdout.strip() == token.stdout.strip().split()[0]
+    assert re.fullmatch(r"token id (\S+) \(authbus-admin token revoke \1\)\n", token.stderr)

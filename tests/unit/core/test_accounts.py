@@ -114,7 +114,7 @@ async def test_password_must_be_8_to_1024_characters(
     if accepted:
         assert isinstance(done.reply, AccountCreated)
     else:
-        assert done.reply == CommandRejected(reason="invalid_input", detail="password length")
+        assert done.reply == CommandRejected(reason="weak_password", detail="8 to 1024 characters")
 
 
 # --- change password (A9) --------------------------------------------------------------------
@@ -203,7 +203,7 @@ async def test_change_to_a_too_short_password_is_refused(
 
     done = await accounts.change_password(change(new="p" * 7), CLIENT)
 
-    assert done.reply == CommandRejected(reason="invalid_input", detail="password length")
+    assert done.reply == CommandRejected(reason="weak_password", detail="8 to 1024 characters")
     assert store.accounts[alice.id] == before
 
 

@@ -82,6 +82,7 @@ REFUSALS: dict[str, Error] = {
     "keys_disabled": Error.FORBIDDEN,
     "throttled": Error.LOGIN_THROTTLED,
     "scope_not_granted": Error.SCOPE_NOT_GRANTED,
+    "weak_password": Error.WEAK_PASSWORD,
 }
 
 

@@ -150,4 +150,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     fields = _stat_fields(pid)
-    return not fields or fields[0] != "Z"  # a zombie has ended
+    if fields and fields[0] == "Z":  # a zombie has ended: reap it if it is our child
+        _reap(pid)
+        return False
+    return True

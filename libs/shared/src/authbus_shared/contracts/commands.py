@@ -345,6 +345,7 @@ Rejection = Literal[
     "keys_disabled",
     "throttled",
     "scope_not_granted",  # `detail`: the scopes asked for but not granted (space separated)
+    "weak_password",  # `detail`: the policy (NIST SP 800-63B: 8 to 1,024 characters)
 ]
 
 

@@ -49,6 +49,7 @@ class Error(StrEnum):
     NO_SUCH_RESOURCE = "no_such_resource"
     SIGNUP_CLOSED = "signup_closed"
     SCOPE_NOT_GRANTED = "scope_not_granted"
+    WEAK_PASSWORD = "weak_password"
     # the strict edge (E5, A11)
     PATH_REJECTED = "path_rejected"
     DUPLICATE_HEADER = "duplicate_header"
@@ -125,6 +126,12 @@ CATALOG: dict[Error, CatalogEntry] = {
         "scope.notGranted",
         "A new credential can only have scopes you have been granted.",
         "Forbidden",
+    ),
+    Error.WEAK_PASSWORD: CatalogEntry(
+        400,
+        "password.policy",
+        "A password needs 8 to 1024 characters; spaces and any other characters are welcome.",
+        "Bad Request",
     ),
     Error.PATH_REJECTED: CatalogEntry(
         400, "request.pathRejected", "The request path is malformed or ambiguous.", "Bad Request"

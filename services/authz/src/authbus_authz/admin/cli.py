@@ -70,11 +70,8 @@ def account_create(
     bootstrap: Bootstrap = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create an account with a password (prompted, or from stdin)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    """Create an account with a password (8 to 1024 characters; prompted, or from stdin)."""
+    password = _read_password(password_stdin)
     reply = expect(
         run(bootstrap, lambda c: c.create_account(email, password, locale)), AccountCreated
     )
@@ -82,6 +79,16 @@ def account_create(
         as_json,
         reply.account.model_dump(),
         f"created account {reply.account.email} (id {reply.account.id})",
+    )
+
+
+def _read_password(from_stdin: bool) -> str:
+    """The first line of stdin when asked to, or when stdin is not a terminal (a pipe: no
+    prompt, no echo warning); else a hidden prompt, twice."""
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    return str(
+        typer.prompt("Password (8 to 1024 characters)", hide_input=True, confirmation_prompt=True)
     )
 
 
@@ -175,6 +182,7 @@ def token_create(
     )
     reply = expect(secret.reply, NewToken)
     show(as_json, reply.token.model_dump(mode="json") | {"token": secret.value}, secret.value)
+    _say_id(as_json, "token", reply.token.token_id)
 
 
 @token_app.command("list")
@@ -224,6 +232,16 @@ def key_create(
     )
     reply = expect(secret.reply, NewKey)
     show(as_json, reply.key.model_dump(mode="json") | {"key": secret.value}, secret.value)
+    _say_id(as_json, "key", reply.key.key_id)
+
+
+def _say_id(as_json: bool, kind: str, credential_id: str) -> None:
+    """The new credential's id, which `revoke` takes, on stderr: stdout stays the secret
+    alone, for `TOKEN=$(authbus-admin token create ...)`."""
+    if not as_json:
+        typer.echo(
+            f"{kind} id {credential_id} (authbus-admin {kind} revoke {credential_id})", err=True
+        )
 
 
 @key_app.command("list")

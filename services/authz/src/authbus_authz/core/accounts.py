@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from authbus_authz.core import totp
-from authbus_authz.core.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Passwords
+from authbus_authz.core.passwords import (
+    MAX_PASSWORD_CHARS,
+    MIN_PASSWORD_CHARS,
+    PASSWORD_POLICY,
+    Passwords,
+)
 from authbus_authz.core.ports import Account, AccountStore, Clock, EmailTaken, RunBlocking
 from authbus_authz.core.results import Done, rejected
 from authbus_authz.core.scopes import normalized, valid_scopes
@@ -91,7 +96,7 @@ class AccountCommands:
         if not valid_email(email):
             return rejected("invalid_input", "email")
         if not valid_password(password):
-            return rejected("invalid_input", "password length")
+            return rejected("weak_password", PASSWORD_POLICY)
         password_hash = await self.run_blocking(lambda: self.passwords.hash(password))
         now = self.clock()
         account = Account(
@@ -112,7 +117,7 @@ class AccountCommands:
 
     async def change_password(self, change: SealedPasswordChange, client: str | None) -> Done:
         if not valid_password(change.new):
-            return rejected("invalid_input", "password length")
+            return rejected("weak_password", PASSWORD_POLICY)
         check = await self.verifier.check_password(
             change.email, change.current, client, kind=CredentialKind.PASSWORD
         )

@@ -12,8 +12,12 @@ import secrets
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-MAX_PASSWORD_CHARS = 1024  # longer input is refused before hashing (work bound)
+# The password policy (NIST SP 800-63B, 3.1.1.2): at least 8 characters, long passphrases
+# welcome (it asks for at least 64 to be allowed), any character including spaces, no
+# composition rules. Longer input is refused before hashing (a bound on the work).
+MAX_PASSWORD_CHARS = 1024
 MIN_PASSWORD_CHARS = 8
+PASSWORD_POLICY = f"{MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
 
 
 class Passwords:
