@@ -12,6 +12,7 @@ from typing import TextIO
 
 import orjson
 import structlog
+from aiokafka.errors import KafkaError
 
 from authbus_shared.settings import LogSettings
 
@@ -41,6 +42,7 @@ def configure(
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    handler.addFilter(RetriedByAiokafka())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
@@ -55,6 +57,30 @@ def configure(
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service, instance=instance)
+
+
+class RetriedByAiokafka(logging.Filter):
+    """aiokafka logs at ERROR some failures it retries by itself: the group coordinator not
+    there yet while the broker starts, a refused connection, a metadata update that failed.
+    Those are warnings (the service goes on, and counts what lasts); an error that is not
+    retriable stays an error."""
+
+    RETRIED = frozenset(
+        {
+            'Unable connect to "%s:%s": %s',
+            "Unable connect to node with id %s: %s",
+            "Unable to update metadata from %s",
+            "Heartbeat send request failed: %s. Will retry.",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("aiokafka"):
+            args = record.args if isinstance(record.args, tuple) else ()
+            retriable = any(isinstance(a, KafkaError) and a.retriable for a in args)
+            if retriable or (isinstance(record.msg, str) and record.msg in self.RETRIED):
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _dumps(obj: object, **_: object) -> str:

@@ -20,6 +20,8 @@ from authbus_api.core.access import Routed, Unmatched
 from authbus_api.core.client_address import LOOPBACK, Network, Proxies
 from authbus_api.core.errors import Error
 from authbus_api.core.routing import RouteAccess, RouteSpec, RouteTable
+from authbus_api.docs import ROUTES as DOC_ROUTES
+from authbus_api.docs import add_docs
 from authbus_api.gate import ApiError, Gate
 from authbus_api.http.body import install_body_handlers, limit_body
 from authbus_api.http.errors import ErrorStyle
@@ -87,10 +89,10 @@ def create_app(
         version="0.1.0",
         summary="Authentication and rate limiting at the front door of an HTTP API.",
         openapi_url="/v0/openapi.json",
-        docs_url="/v0/docs",
-        swagger_ui_oauth2_redirect_url="/v0/docs/oauth2-redirect",
+        docs_url=None,  # docs.py: Swagger UI with its assets served here, not from a CDN
         redoc_url=None,
     )
+    add_docs(app, "/v0/openapi.json")
 
     @app.get("/v0/me", tags=["account"], responses={401: {}, 429: {}, 503: {}})
     async def who_am_i(request: Request) -> Me:
@@ -149,8 +151,7 @@ OPEN_ROUTES = (
     "GET /.well-known/jwks.json",
     "GET /v0/deprecations/api-keys",
     "GET /v0/openapi.json",
-    "GET /v0/docs",
-    "GET /v0/docs/oauth2-redirect",
+    *DOC_ROUTES,
 )
 
 

@@ -216,7 +216,7 @@ def _print_first_request(cfg: infra.InfraConfig, fleet: Fleet) -> None:
         f"  TOKEN=$({admin} token create you@example.com --name first)",
         f'  curl -H "Authorization: Bearer $TOKEN" {api.url}/v0/me',
         f"  curl -H 'Accept: application/json' {api.url}/v0/me     # 401, as JSON",
-        f"  open {api.url}/v0/docs                                     # the OpenAPI docs",
+        f"  the OpenAPI docs, in a browser: {api.url}/v0/docs",
         "",
     ]
     typer.echo("\n".join(lines))
