@@ -14,11 +14,15 @@ from authbus_ratelimit.metrics import RatelimitMetrics
 from authbus_shared.contracts.envelope import Contract, Envelope, ReplyTo, payload_of, wrap
 from authbus_shared.contracts.ratelimit import (
     AcquireLease,
+    InspectSubject,
     LeaseGranted,
     LeasePolicy,
     RecallLease,
+    ResetSubject,
     StrikeRecorded,
+    SubjectLimits,
     SubjectLocked,
+    SubjectUnlocked,
 )
 from authbus_shared.kafka.producer import Key
 from tests.unit.core.support import T0, FakeClock
@@ -130,3 +134,70 @@ async def test_an_ask_nobody_waits_for_any_more_gets_no_reply_and_no_recall() ->
 
     assert len(ports.replies) == 2
     assert not any(isinstance(m, RecallLease) for _, m, _, _ in ports.sent)
+
+
+def operator(order: Contract, clock: FakeClock) -> Envelope:
+    """An operator's InspectSubject or ResetSubject, sent to this partition."""
+    reply_to = ReplyTo(topic="replies", partition=0, instance="admin")
+    return wrap(
+        order,
+        producer="admin",
+        now=clock(),
+        correlation_id="admin",
+        reply_to=reply_to,
+        timeout=timedelta(seconds=1),
+    )
+
+
+async def test_an_operator_sees_the_subjects_keys_and_a_reset_forgets_them_and_unlocks() -> None:
+    """G4: inspect is read-only; a reset answers with what it forgot, broadcasts the unlock,
+    and the next ask opens a fresh window with the whole limit."""
+    clock = FakeClock(T0)
+    ports = Ports(clock)
+    h = handlers(ports)
+    for spent in (0, 1, 2):  # 1 + 1 granted, then the breach: locked for 60 s
+        await h.handle(PARTITION, asked("api-a", clock, spent=spent), T0)
+    at = T0 + timedelta(seconds=5)
+
+    await h.handle(PARTITION, operator(InspectSubject(subject="acct:1"), clock), at)
+    await h.handle(PARTITION, operator(InspectSubject(subject="acct:2"), clock), at)
+    seen, other = ports.replies[-2:]
+    await h.handle(PARTITION, operator(ResetSubject(subject="acct:1"), clock), at)
+    reset = ports.replies[-1]
+    await h.handle(PARTITION, asked("api-a", clock), at)
+    after = ports.replies[-1]
+
+    assert isinstance(seen, SubjectLimits) and isinstance(other, SubjectLimits)
+    (key,) = seen.keys
+    assert (key.key, key.policy, key.limit, key.allocated, key.spent) == (
+        "writes:acct:1",
+        "writes",
+        2,
+        2,
+        2,
+    )
+    assert (key.blocked_until, key.strikes) == (T0 + timedelta(seconds=60), 1)
+    assert other == SubjectLimits(partition=PARTITION, keys=())
+    assert reset == SubjectLimits(partition=PARTITION, keys=seen.keys)
+    unlocks = [(t, m, k) for t, m, k, _ in ports.sent if isinstance(m, SubjectUnlocked)]
+    assert unlocks == [
+        ("p.ratelimit.decisions.v1", SubjectUnlocked(subject="acct:1", at=at), "acct:1")
+    ]
+    assert isinstance(after, LeaseGranted)
+    assert (after.granted, after.window_start, after.blocked_until) == (1, at, None)
+
+
+async def test_a_replayed_reset_applies_again_but_answers_and_broadcasts_nothing() -> None:
+    clock = FakeClock(T0)
+    ports = Ports(clock)
+    h = handlers(ports)
+    for spent in (0, 1, 2):
+        await h.handle(PARTITION, asked("api-a", clock, spent=spent), T0)
+    order = operator(ResetSubject(subject="acct:1"), clock)
+    clock.advance(timedelta(seconds=5))  # its asker stopped waiting: a replay
+    sent_before, replies_before = len(ports.sent), len(ports.replies)
+
+    await h.handle(PARTITION, order, T0 + timedelta(seconds=1))
+
+    assert (len(ports.sent), len(ports.replies)) == (sent_before, replies_before)
+    assert h.books[PARTITION].inspect("acct:1") == ()

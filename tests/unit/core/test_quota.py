@@ -326,6 +326,22 @@ def test_a_broadcast_lock_refuses_every_policy_of_the_subject_until_its_end() ->
     assert admitted(q.decide([default], sec(30))).states[0].remaining == 59  # lock over
 
 
+def test_an_unlock_after_a_reset_lifts_the_lock_and_asks_the_owner_afresh() -> None:
+    """G4: an operator's reset (`SubjectUnlocked`) ends the lockout here at once, and the
+    subject's spent slices go: its next request asks the owner, who opened a new window."""
+    q = quota()
+    default, login = Need(DEFAULT, ANN), Need(LOGIN, ANN)
+    lease(q, login, granted=1, remaining=0)
+    admitted(q.decide([login], sec(1)))
+    lease(q, Need(DEFAULT, BOB), granted=5, remaining=50)
+    q.locked(locked(ANN, sec(600)))
+
+    q.unlocked(ANN)
+
+    assert isinstance(q.decide([default, login], sec(2)), Ask)
+    assert isinstance(q.decide([Need(DEFAULT, BOB)], sec(2)), Admit)  # another subject's slice
+
+
 def test_of_two_locks_the_later_holds() -> None:
     q = quota()
     need = Need(DEFAULT, ANN)

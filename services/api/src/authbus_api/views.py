@@ -23,7 +23,7 @@ from authbus_shared.contracts.events import (
     KeyRevoked,
     TokenRevoked,
 )
-from authbus_shared.contracts.ratelimit import RecallLease, SubjectLocked
+from authbus_shared.contracts.ratelimit import RecallLease, SubjectLocked, SubjectUnlocked
 from authbus_shared.contracts.topics import TopicSpec
 from authbus_shared.kafka.consumers import Handler, StartAt
 
@@ -108,6 +108,8 @@ class Views:
             case SubjectLocked() if event.until > now:
                 self.quota.locked(event)
                 self.metrics.lockouts.inc()
+            case SubjectUnlocked():
+                self.quota.unlocked(event.subject)
             case RecallLease() if self.quota.instance in event.holders:
                 answered = self.quota.recalled(event, now)
                 self.metrics.recalls.labels(outcome="answered" if answered else "ignored").inc()

@@ -31,9 +31,13 @@ from authbus_shared.contracts.envelope import (
 )
 from authbus_shared.contracts.ratelimit import (
     AcquireLease,
+    InspectSubject,
     LeaseGranted,
     ReleaseLease,
+    ResetSubject,
     StrikeRecorded,
+    SubjectLimits,
+    SubjectUnlocked,
 )
 from authbus_shared.kafka.producer import Key
 
@@ -98,6 +102,12 @@ class LeaseHandlers:
                     self.metrics.recalled_units.inc(back)
             case StrikeRecorded():
                 book.strike_recorded(message)
+            case InspectSubject():
+                self._answer(
+                    envelope, SubjectLimits(partition=partition, keys=book.inspect(message.subject))
+                )
+            case ResetSubject():
+                self._reset(book, partition, envelope, message.subject, at)
             case _:
                 raise MessageDecodeError(f"ratelimit does not handle {envelope.type}")
 
@@ -122,6 +132,28 @@ class LeaseHandlers:
             escalated = str(answer.locked.strikes > 1)
             self.metrics.locks.labels(policy=policy, escalated=escalated).inc()
         self.responder.reply_nowait(envelope, answer.reply)
+
+    def _answer(self, envelope: Envelope, reply: Contract) -> None:
+        """Reply to an operator's question, unless it is replayed (nobody waits for it)."""
+        if self.responder.wanted(envelope, self.clock()):
+            self.responder.reply_nowait(envelope, reply)
+
+    def _reset(
+        self, book: LeaseBook, partition: int, envelope: Envelope, subject: str, at: datetime
+    ) -> None:
+        """Forget the subject here (replayed too: the reset is in the partition); while it is
+        live, tell the api instances to lift its lockouts, and the operator what went."""
+        forgotten = book.reset(subject)
+        now = self.clock()
+        if not self.responder.wanted(envelope, now):
+            return
+        if any(k.blocked_until is not None and k.blocked_until > now for k in forgotten):
+            event = wrap(
+                SubjectUnlocked(subject=subject, at=at), producer=self.instance_id, now=now
+            )
+            self.publisher.send_nowait(self.decisions_topic, event, key=subject)
+        log.info("subject reset", subject=subject, partition=partition, keys=len(forgotten))
+        self.responder.reply_nowait(envelope, SubjectLimits(partition=partition, keys=forgotten))
 
     def _publish_lock(self, answer: Answer, partition: int, now: datetime) -> None:
         """A lock still in force: broadcast it, and checkpoint its strike in the partition."""

@@ -12,6 +12,11 @@ api instance then refuses the subject (an account or a client address) on every 
 and appends `StrikeRecorded` to the key's own partition of the leases topic, so a new owner
 that replays only the last stretch still knows how many lockouts came in a row (R7).
 
+Operators (`authbus-admin limits`, SPEC G4) ask every partition's owner what it holds of one
+subject (`InspectSubject`, answered with `SubjectLimits`), or append `ResetSubject` to every
+partition: the owner forgets the subject's windows, locks and strikes (a replay applies it
+again) and broadcasts `SubjectUnlocked`.
+
 The owner's clock is the broker's: the leases topic stamps each record with its append time,
 so replaying the partition rebuilds exactly the state the previous owner had (recovery).
 """
@@ -150,3 +155,63 @@ class StrikeRecorded(Contract):
     at: datetime
     until: datetime
     strike_memory_s: int = Field(default=0, ge=0, le=86_400)
+
+
+class KeyState(Frozen):
+    """What an owner holds of one limit key: the current (or last) window, what it allocated
+    to the api instances and what they reported spent, and any lockout."""
+
+    key: str
+    policy: str
+    limit: int = Field(ge=1)
+    window_s: int = Field(ge=1)
+    window_start: datetime
+    window_end: datetime
+    allocated: int = Field(ge=0)
+    spent: int = Field(ge=0)
+    blocked_until: datetime | None = None
+    strikes: int = Field(default=0, ge=0)
+
+
+@register
+class InspectSubject(Contract):
+    """An operator's question to the owner of one partition of `ratelimit.leases.v1` (sent to
+    each partition): the keys of `subject` it holds. Changes nothing."""
+
+    TYPE = "ratelimit.InspectSubject"
+
+    subject: str = Field(min_length=1, max_length=200)
+
+
+@register
+class ResetSubject(Contract):
+    """Appended by an operator to each partition of `ratelimit.leases.v1`: the owner forgets
+    `subject`'s windows, lockouts and strikes there (a new window opens at its next request),
+    and broadcasts `SubjectUnlocked`. Units the api instances held unspent of a forgotten
+    window may still be spent until that window's end."""
+
+    TYPE = "ratelimit.ResetSubject"
+
+    subject: str = Field(min_length=1, max_length=200)
+
+
+@register
+class SubjectLimits(Contract):
+    """An owner's answer to `InspectSubject` (the keys as they are) or to `ResetSubject` (the
+    keys it forgot, as they were)."""
+
+    TYPE = "ratelimit.SubjectLimits"
+
+    partition: int = Field(ge=0)
+    keys: tuple[KeyState, ...] = ()
+
+
+@register
+class SubjectUnlocked(Contract):
+    """Broadcast on `ratelimit.decisions.v1` after a reset: forget `subject`'s lockouts that
+    struck before `at`."""
+
+    TYPE = "ratelimit.SubjectUnlocked"
+
+    subject: str
+    at: datetime

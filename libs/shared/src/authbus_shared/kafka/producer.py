@@ -68,6 +68,10 @@ class Publisher:
             self._started = False
             await self._producer.stop()  # flushes what is buffered
 
+    async def partitions(self, topic: str) -> list[int]:
+        """The partition ids of `topic`, from the broker's metadata."""
+        return sorted(await self._producer.partitions_for(topic))
+
     async def publish(
         self, topic: str, envelope: Envelope, *, key: Key = None, partition: int | None = None
     ) -> None:

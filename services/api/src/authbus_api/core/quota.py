@@ -263,6 +263,13 @@ class Quota:
         """The broadcast lock (R3): refuse the subject on every policy until `event.until`."""
         self._lock(event.subject, event.until)
 
+    def unlocked(self, subject: str) -> None:
+        """An operator reset the subject (`SubjectUnlocked`): its lockout is lifted here, and
+        its slices are dropped (the owner forgot their windows), so its next request asks."""
+        self._locks.pop(subject, None)
+        for key in [k for k, lease in self._leases.items() if lease.subject == subject]:
+            del self._leases[key]
+
     def recalled(self, recall: RecallLease, now: datetime) -> bool:
         """The owner recalls this instance's unspent units of a window (the decisions
         broadcast): the answer goes to `answers()` at once (and `on_answer` is called), and the

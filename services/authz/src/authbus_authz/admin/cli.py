@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 
 import typer
 
-from authbus_authz.admin.connection import expect, run, show
+from authbus_authz.admin.connection import Operator, expect, operate, run, show
+from authbus_authz.admin.limits import ask_owners, describe, subject_of
 from authbus_shared.authz_client import Secret
 from authbus_shared.contracts.commands import (
     AccountInfo,
@@ -40,14 +41,19 @@ from authbus_shared.contracts.events import (
     KeyRotated,
     TokenRevoked,
 )
+from authbus_shared.contracts.ratelimit import InspectSubject, KeyState, ResetSubject
 
 app = typer.Typer(help="authbus operators' tool: accounts, tokens, keys.", no_args_is_help=True)
 account_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (JWT).", no_args_is_help=True)
 key_app = typer.Typer(help="Legacy API keys (deprecated: prefer tokens).", no_args_is_help=True)
+limits_app = typer.Typer(
+    help="Rate limits of an account or a client address.", no_args_is_help=True
+)
 app.add_typer(account_app, name="account")
 app.add_typer(token_app, name="token")
 app.add_typer(key_app, name="key")
+app.add_typer(limits_app, name="limits")
 
 Bootstrap = Annotated[
     str | None, typer.Option("--bootstrap", help="Kafka bootstrap servers (else from env).")
@@ -57,6 +63,9 @@ Name = Annotated[str, typer.Option(help="A name to recognise it by.")]
 Scope = Annotated[list[str] | None, typer.Option(help="A scope; repeat for more.")]
 ExpiresIn = Annotated[int | None, typer.Option(help="Lifetime in seconds (default: no expiry).")]
 Scopes = Annotated[list[str], typer.Argument(help="One or more scopes.", show_default=False)]
+Who = Annotated[
+    str, typer.Argument(help="An account's email, a client IP address, acct:<id> or addr:<ip>.")
+]
 
 
 # accounts -----------------------------------------------------------------------------------
@@ -281,3 +290,27 @@ def rotate_key(
         reply.model_dump(mode="json"),
         f"{use} key rotated: {reply.previous_kid} -> {reply.kid}",
     )
+
+
+# rate limits --------------------------------------------------------------------------------
+async def _limits(op: Operator, who: str, reset: bool) -> tuple[str, list[KeyState]]:
+    subject = await subject_of(op.authz, who)
+    order = ResetSubject(subject=subject) if reset else InspectSubject(subject=subject)
+    return subject, await ask_owners(op, order)
+
+
+@limits_app.command("show")
+def limits_show(who: Who, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """Per policy: the current window, what is used of it, and any lockout with its end."""
+    subject, keys = operate(bootstrap, lambda op: _limits(op, who, reset=False))
+    data = {"subject": subject, "keys": [k.model_dump(mode="json") for k in keys]}
+    show(as_json, data, describe(subject, keys))
+
+
+@limits_app.command("reset")
+def limits_reset(who: Who, bootstrap: Bootstrap = None, as_json: AsJson = False) -> None:
+    """Lift the lockouts and forget the windows and strikes: the next request starts afresh."""
+    subject, keys = operate(bootstrap, lambda op: _limits(op, who, reset=True))
+    data = {"subject": subject, "reset": [k.model_dump(mode="json") for k in keys]}
+    text = f"{subject}: reset {len(keys)} key(s)" + "".join(f"\n  {k.key}" for k in keys)
+    show(as_json, data, text)

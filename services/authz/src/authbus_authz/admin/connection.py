@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -41,8 +42,26 @@ class AdminSettings(ServiceSettings):
     timeout_s: float = Field(default=10.0, gt=0, description="How long to wait for authz.")
 
 
+@dataclass(frozen=True)
+class Operator:
+    """What an operator's command may use: authz's client, and a request/reply client with the
+    leases topic's partitions for the rate limiter's owners (`limits`)."""
+
+    authz: AuthzClient
+    rpc: RpcClient
+    leases_topic: str
+    leases_partitions: tuple[int, ...]
+    timeout: timedelta
+
+
 @contextlib.asynccontextmanager
 async def connected(settings: AdminSettings) -> AsyncIterator[AuthzClient]:
+    async with operator(settings) as op:
+        yield op.authz
+
+
+@contextlib.asynccontextmanager
+async def operator(settings: AdminSettings) -> AsyncIterator[Operator]:
     kafka = settings.kafka
     metrics = KafkaMetrics("admin", CollectorRegistry())
     client_id = f"{kafka.client_id_prefix}-admin-{settings.instance_id}"
@@ -74,13 +93,17 @@ async def connected(settings: AdminSettings) -> AsyncIterator[AuthzClient]:
         async with asyncio.timeout(settings.timeout_s):
             while not (reader.caught_up and keys.has_sealing_key):  # noqa: ASYNC110 - two sources
                 await asyncio.sleep(0.02)
-        yield AuthzClient(
+        timeout = timedelta(seconds=settings.timeout_s)
+        authz = AuthzClient(
             rpc,
             keys,
             verify_topic=resolve(topics.AUTH_VERIFY, kafka).name,
             commands_topic=resolve(topics.AUTHZ_COMMANDS, kafka).name,
-            timeout=timedelta(seconds=settings.timeout_s),
+            timeout=timeout,
         )
+        leases = resolve(topics.RATELIMIT_LEASES, kafka).name
+        partitions = tuple(await publisher.partitions(leases))
+        yield Operator(authz, rpc, leases, partitions, timeout)
 
 
 def load_settings(bootstrap: str | None) -> AdminSettings:
@@ -95,15 +118,20 @@ def load_settings(bootstrap: str | None) -> AdminSettings:
 
 def run(bootstrap: str | None, call: Callable[[AuthzClient], Awaitable[T]]) -> T:
     """Connect, make one call, disconnect; exit 1 with a clear message if authz is silent."""
+    return operate(bootstrap, lambda op: call(op.authz))
+
+
+def operate(bootstrap: str | None, call: Callable[[Operator], Awaitable[T]]) -> T:
+    """`run`, for calls that reach more than authz."""
 
     async def go() -> T:
-        async with connected(load_settings(bootstrap)) as client:
-            return await call(client)
+        async with operator(load_settings(bootstrap)) as op:
+            return await call(op)
 
     try:
         return asyncio.run(go())
     except (RpcTimeout, TimeoutError):
-        silent = "authz did not answer in time: is it running, and is Kafka reachable?"
+        silent = "no answer in time: are authz and ratelimit running, and is Kafka reachable?"
         raise failure(silent) from None
 
 

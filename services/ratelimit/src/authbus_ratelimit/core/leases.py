@@ -47,6 +47,7 @@ from datetime import datetime, timedelta
 
 from authbus_shared.contracts.ratelimit import (
     AcquireLease,
+    KeyState,
     LeaseGranted,
     LeasePolicy,
     RecallLease,
@@ -189,6 +190,21 @@ class LeaseBook:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def inspect(self, subject: str) -> tuple[KeyState, ...]:
+        """The keys of `subject` held here (policy names hold no ':'), in key order."""
+        return tuple(
+            _state_of(state)
+            for key, state in sorted(self._keys.items())
+            if key.partition(":")[2] == subject
+        )
+
+    def reset(self, subject: str) -> tuple[KeyState, ...]:
+        """Forget `subject`'s windows, lockouts and strikes; returns them as they were."""
+        forgotten = self.inspect(subject)
+        for state in forgotten:
+            del self._keys[state.key]
+        return forgotten
+
     def window_start(self, key: str) -> datetime | None:
         """When the key's current (or last) window opened; None for a key not held."""
         state = self._keys.get(key)
@@ -266,6 +282,21 @@ class LeaseBook:
             strike_memory_s=policy.strike_memory_s,
         )
         return Answer(_reply(state, 0, 0, until), locked=locked, strike=strike)
+
+
+def _state_of(state: _Key) -> KeyState:
+    return KeyState(
+        key=state.key,
+        policy=state.policy.name,
+        limit=state.policy.limit,
+        window_s=state.policy.window_s,
+        window_start=state.window_start,
+        window_end=state.window_end,
+        allocated=state.allocated,
+        spent=sum(state.spent.values()),
+        blocked_until=state.blocked_until,
+        strikes=state.strikes,
+    )
 
 
 def _reply(
