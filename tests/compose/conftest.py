@@ -17,6 +17,7 @@ are skipped with a banner on stderr and the reason in pytest's summary: never si
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,22 +63,9 @@ class Deployment:
         self, *args: str, stdin: str | None = None, timeout_s: float = 900.0
     ) -> subprocess.CompletedProcess[str]:
         files = [a for f in FILES for a in ("-f", f)]
-        result = subprocess.run(
-            [engine.DOCKER, "compose", *files, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=REPO,
-            timeout=timeout_s,
-            check=False,
+        return self.docker.docker(
+            "compose", *files, *args, stdin=stdin, env=self.env, cwd=REPO, timeout_s=timeout_s
         )
-        if result.returncode != 0:
-            raise engine.EngineError(
-                f"docker compose {' '.join(args)} failed ({result.returncode}):\n"
-                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-            )
-        return result
 
     def up(self, scale: dict[str, int], *extra: str) -> None:
         scales = [a for s, n in scale.items() for a in ("--scale", f"{s}={n}")]
@@ -130,18 +119,27 @@ def deployment() -> Iterator[Deployment]:
     docker = engine.Engine()
     try:
         engine.install()
-        step = _timed(times, "install", step)
-        docker.start()
     except engine.EngineUnavailable as exc:
         _skip_loudly(str(exc))
+    step = _timed(times, "install", step)
     deployment = None
+    pool = ThreadPoolExecutor(max_workers=1)  # compose builds (CPU) while the images download
     try:
+        compose = pool.submit(engine.compose_plugin)
+        try:
+            docker.start()
+        except engine.EngineUnavailable as exc:
+            _skip_loudly(str(exc))
         base = images.base_image(docker)
         uv = images.uv_image(docker)
         images.infra_images(docker, base, uv)
         step = _timed(times, "base_and_infra_images", step)
+        try:
+            compose.result()
+        except engine.EngineUnavailable as exc:
+            _skip_loudly(str(exc))
+        step = _timed(times, "compose_build_rest", step)
         env = {
-            **docker.env,
             "AUTHBUS_CI_PYTHON_IMAGE": base,
             "AUTHBUS_CI_UV_IMAGE": uv,
             "AUTHBUS_CI_GATEWAY_PORT": str(free_port()),
@@ -163,11 +161,15 @@ def deployment() -> Iterator[Deployment]:
         _timed(times, "total_to_ready", started)
         print(f"\ncompose test set-up times (s): {times}", file=sys.__stderr__)
         yield deployment
-    finally:
-        if deployment is not None:
-            _record(deployment)
-            deployment.compose("down", "-v", "--remove-orphans", "-t", "10")
-        docker.stop()
+    finally:  # whatever failed: the containers, networks and volumes go, then the daemon
+        try:
+            if deployment is not None:
+                with contextlib.suppress(engine.EngineError):  # no images: nothing to record
+                    _record(deployment)
+                deployment.compose("down", "-v", "--remove-orphans", "-t", "10")
+        finally:
+            pool.shutdown(wait=True)  # an unfinished build (an error above) ends first
+            docker.stop()
 
 
 def _record(deployment: Deployment) -> None:

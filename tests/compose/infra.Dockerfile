@@ -1,6 +1,7 @@
 # Stand-ins for the registry images docker-compose.yml names, for the compose test only (no
 # registry is reachable on the build machines). Built by authbus_dev.images from a context it
-# assembles (kafka/: the Maven jars and the scripts beside this file), FROM the debootstrapped
+# assembles (kafka/: the Maven jars, the scripts beside this file and the local broker's log4j2
+# configuration, authbus_dev.infra.LOG4J2), FROM the debootstrapped
 # bookworm base. Each behaves like the image it replaces where the compose file relies on it:
 # same paths, same environment, same default command.
 
@@ -17,6 +18,7 @@ RUN apt-get update -q \
     && rm -rf /var/lib/apt/lists/*
 COPY kafka/libs /opt/kafka/libs
 COPY kafka/entrypoint.sh kafka/kafka-topics.sh /opt/kafka/bin/
+COPY kafka/log4j2.properties /opt/kafka/config/
 EXPOSE 9092 9093
 CMD ["/opt/kafka/bin/entrypoint.sh"]
 

@@ -99,6 +99,8 @@ def test_prometheus_scrapes_every_replica(deployment: Deployment) -> None:
 def test_the_gateway_keeps_answering_when_an_api_replica_is_killed(deployment: Deployment) -> None:
     victim = sorted(deployment.replicas("api"))[0]
     deployment.docker.docker("kill", victim)  # SIGKILL: no drain, as a crash
+    state = deployment.docker.docker("inspect", "-f", "{{.State.Running}}", victim).stdout
+    assert state.strip() == "false"  # down as the requests below start
     answers = []
     for _ in range(60):
         started = time.monotonic()

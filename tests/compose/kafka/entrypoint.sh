@@ -11,18 +11,7 @@ env | grep '^KAFKA_' | grep -v -E '^KAFKA_(HEAP_OPTS|OPTS|LOG4J_OPTS|JVM_PERFORM
       sed -e 's/___/-/g' -e 's/__/@/g' -e 's/_/./g' -e 's/@/_/g')
     printf '%s=%s\n' "$key" "$value"
   done >"$config/server.properties"
-cat >"$config/log4j2.properties" <<'LOG4J'
-status = warn
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = WARN
-rootLogger.appenderRef.stdout.ref = STDOUT
-logger.kafka.name = kafka.server.KafkaRaftServer
-logger.kafka.level = INFO
-LOG4J
-export KAFKA_LOG4J_OPTS="-Dlog4j2.configurationFile=$config/log4j2.properties"
+export KAFKA_LOG4J_OPTS="-Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties"
 java $KAFKA_LOG4J_OPTS -cp '/opt/kafka/libs/*' kafka.tools.StorageTool format \
   -t "${CLUSTER_ID:-5L6g3nShT-eMCtK--X86sw}" -c "$config/server.properties" --ignore-formatted
 exec java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g} -XX:+UseG1GC $KAFKA_LOG4J_OPTS \

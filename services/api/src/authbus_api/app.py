@@ -65,12 +65,13 @@ class Me(BaseModel):
 
 KEYS_DEPRECATED = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-    "<title>API keys are deprecated</title></head><body><h1>API keys are deprecated</h1>"
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    "<title>API keys are deprecated</title></head><body><main><h1>API keys are deprecated</h1>"
     "<p>Legacy API keys (<code>Authorization: Basic EMAIL/key:KEY</code>) still work, but "
     "answers to them carry a <code>Deprecation</code> header. Switch to API tokens: "
     "<code>Authorization: Bearer TOKEN</code>, or <code>EMAIL/token:TOKEN</code> in Basic "
     "auth. Tokens can be created with two-factor authentication and revoked one by one.</p>"
-    "</body></html>"
+    "</main></body></html>"
 )
 
 

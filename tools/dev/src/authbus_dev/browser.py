@@ -8,10 +8,9 @@ services, sync, component updates or QUIC, which this machine's closed network r
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
+
+from authbus_dev import apt
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = (
@@ -30,17 +29,10 @@ class BrowserUnavailable(RuntimeError):
 
 
 def chromium() -> Path:
-    """Debian's chromium, installed with apt unless it is there."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise BrowserUnavailable("chromium is not installed, and installing it takes root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0 or not CHROMIUM.exists():
-        raise BrowserUnavailable(f"apt-get install chromium failed:\n{result.stderr[-2000:]}")
+    """Debian's chromium, installed with apt unless it is there (a failed install raises)."""
+    if not CHROMIUM.exists():
+        try:
+            apt.install(["chromium"])
+        except apt.NotRoot as exc:
+            raise BrowserUnavailable(str(exc)) from None
     return CHROMIUM

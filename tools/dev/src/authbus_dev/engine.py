@@ -18,10 +18,11 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authbus_dev import apt
 from authbus_dev.paths import CACHE, RUNS
 from authbus_dev.procs import Managed
 
@@ -41,25 +42,19 @@ class EngineError(RuntimeError):
 
 
 def install() -> None:
-    """The engine's packages and compose v2, each skipped when present."""
+    """The engine's packages (dockerd, the CLI, debootstrap), skipped when present. Compose is
+    `compose_plugin()`: a build of minutes, which a caller may run beside other work."""
     if not (Path(DOCKERD).exists() and Path(DOCKER).exists() and shutil.which("debootstrap")):
         _apt_install(PACKAGES)
-    compose_plugin()
 
 
 def _apt_install(packages: Sequence[str]) -> None:
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise EngineUnavailable(
-            f"needs {', '.join(packages)}: installing them takes root and apt-get"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0:  # lists missing or stale on a fresh machine: update once
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    if result.returncode != 0:
-        raise EngineError(f"apt-get install {' '.join(packages)} failed:\n{result.stderr[-3000:]}")
+    try:
+        apt.install(packages)
+    except apt.NotRoot as exc:
+        raise EngineUnavailable(str(exc)) from None
+    except apt.AptUnavailable as exc:
+        raise EngineError(str(exc)) from None
 
 
 def compose_plugin() -> Path:
@@ -163,12 +158,17 @@ class Engine:
         check: bool = True,
         timeout_s: float = 900.0,
         cwd: Path | None = None,
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI against this engine (`env` adds to its environment); raises
+        `EngineError` with the output when it fails, unless `check` is off."""
         result = subprocess.run(
             [DOCKER, *args],
+            input=stdin,
             capture_output=True,
             text=True,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=cwd,
             timeout=timeout_s,
             check=False,
@@ -176,7 +176,7 @@ class Engine:
         if check and result.returncode != 0:
             output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
             raise EngineError(
-                f"docker {' '.join(args[:4])} failed ({result.returncode}):\n{output}"
+                f"docker {' '.join(args[:6])} failed ({result.returncode}):\n{output}"
             )
         return result
 

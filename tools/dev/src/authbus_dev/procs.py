@@ -8,6 +8,7 @@ belongs to something else) is cleaned up without signalling anyone.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -20,6 +21,15 @@ from pathlib import Path
 # Children started by this process, kept so they can be reaped (and are not garbage collected
 # while running, which Python rightly warns about).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _reap_ended() -> None:
+    """At exit, reap the children that ended without anyone asking (killed by a test, or
+    exited by themselves): only one still running is left to Python's warning, rightly."""
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            del _CHILDREN[pid]
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,8 @@ def _page(
     )
     return (
         f'<!doctype html><html lang="{html.escape(language)}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{status} {html.escape(title)}</title></head>"
-        f"<body><h1>{status} {html.escape(title)}</h1>"
-        f"<p>{html.escape(message)}</p>{extra}</body></html>"
+        f"<body><main><h1>{status} {html.escape(title)}</h1>"
+        f"<p>{html.escape(message)}</p>{extra}</main></body></html>"
     )
