@@ -316,3 +316,14 @@ async def test_the_cli_for_people_reads_a_piped_password_and_names_what_it_made(
     assert token.exit_code == 0, token.output
     assert token.stdout.count(".") == 2 and token.stdout.strip() == token.stdout.strip().split()[0]
     assert re.fullmatch(r"token id (\S+) \(authbus-admin token revoke \1\)\n", token.stderr)
+
+
+async def test_limits_without_ratelimit_says_so(client: AuthzClient, kafka: KafkaSettings) -> None:
+    """The operator's other commands work with no ratelimit deployed; `limits` names what is
+    missing instead of hanging or printing a traceback."""
+    env = {"AUTHBUS_ADMIN_KAFKA__TOPIC_PREFIX": kafka.topic_prefix}
+    argv = ["limits", "show", "198.51.100.1", "--bootstrap", kafka.bootstrap_servers]
+    result = await asyncio.to_thread(CliRunner().invoke, admin_cli, argv, env=env)
+
+    assert result.exit_code == 1, result.output
+    assert "ratelimit.leases.v1: is ratelimit running?" in result.stderr

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 import typer
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -44,14 +45,23 @@ class AdminSettings(ServiceSettings):
 
 @dataclass(frozen=True)
 class Operator:
-    """What an operator's command may use: authz's client, and a request/reply client with the
-    leases topic's partitions for the rate limiter's owners (`limits`)."""
+    """What an operator's command may use: authz's client, and a request/reply client for
+    the rate limiter's owners on the leases topic (`limits`)."""
 
     authz: AuthzClient
     rpc: RpcClient
+    publisher: Publisher
     leases_topic: str
-    leases_partitions: tuple[int, ...]
     timeout: timedelta
+
+    async def leases_partitions(self) -> list[int]:
+        """The leases topic's partitions, asked of the broker when a command needs them (a
+        deployment without ratelimit has no such topic, and the other commands work)."""
+        try:
+            return await self.publisher.partitions(self.leases_topic)
+        except KafkaError:
+            silent = f"no topic {self.leases_topic}: is ratelimit running?"
+            raise failure(silent) from None
 
 
 @contextlib.asynccontextmanager
@@ -102,8 +112,7 @@ async def operator(settings: AdminSettings) -> AsyncIterator[Operator]:
             timeout=timeout,
         )
         leases = resolve(topics.RATELIMIT_LEASES, kafka).name
-        partitions = tuple(await publisher.partitions(leases))
-        yield Operator(authz, rpc, leases, partitions, timeout)
+        yield Operator(authz, rpc, publisher, leases, timeout)
 
 
 def load_settings(bootstrap: str | None) -> AdminSettings:

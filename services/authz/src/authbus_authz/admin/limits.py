@@ -50,7 +50,7 @@ async def ask_owners(op: Operator, order: InspectSubject | ResetSubject) -> list
         )
         return payload_of(reply)
 
-    replies = await asyncio.gather(*(one(p) for p in op.leases_partitions))
+    replies = await asyncio.gather(*(one(p) for p in await op.leases_partitions()))
     keys = [k for reply in replies for k in expect(reply, SubjectLimits).keys]
     return sorted(keys, key=lambda k: k.key)
 
