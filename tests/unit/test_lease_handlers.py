@@ -201,3 +201,17 @@ async def test_a_replayed_reset_applies_again_but_answers_and_broadcasts_nothing
 
     assert (len(ports.sent), len(ports.replies)) == (sent_before, replies_before)
     assert h.books[PARTITION].inspect("acct:1") == ()
+
+
+async def test_a_reset_without_a_lockout_still_tells_the_api_instances() -> None:
+    """A window spent under a policy without lockout: the instances hold a spent slice that
+    would refuse until the window's end without asking; the unlock makes them drop it."""
+    clock = FakeClock(T0)
+    ports = Ports(clock)
+    h = handlers(ports)
+    await h.handle(PARTITION, asked("api-a", clock), T0)  # a window, no lock
+
+    await h.handle(PARTITION, operator(ResetSubject(subject="acct:1"), clock), T0)
+
+    unlocks = [m for _, m, _, _ in ports.sent if isinstance(m, SubjectUnlocked)]
+    assert unlocks == [SubjectUnlocked(subject="acct:1", at=T0)]

@@ -142,12 +142,13 @@ class LeaseHandlers:
         self, book: LeaseBook, partition: int, envelope: Envelope, subject: str, at: datetime
     ) -> None:
         """Forget the subject here (replayed too: the reset is in the partition); while it is
-        live, tell the api instances to lift its lockouts, and the operator what went."""
+        live, tell the api instances to lift its lockouts and drop its slices (a spent slice
+        would refuse until its window's end without asking), and the operator what went."""
         forgotten = book.reset(subject)
         now = self.clock()
         if not self.responder.wanted(envelope, now):
             return
-        if any(k.blocked_until is not None and k.blocked_until > now for k in forgotten):
+        if forgotten:  # the api instances drop the lock and the slices (a spent one refuses)
             event = wrap(
                 SubjectUnlocked(subject=subject, at=at), producer=self.instance_id, now=now
             )

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from authbus_dev import infra
-from authbus_dev.engine import Engine, EngineError
+from authbus_dev.engine import DOCKER, Engine, EngineError
 from authbus_dev.paths import CACHE, REPO, RUNS
 
 SUITE = "bookworm"
@@ -110,7 +110,7 @@ def _import(engine: Engine, rootfs: Path, tag: str) -> None:
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     try:
         result = subprocess.run(
-            ["/usr/bin/docker", "import", *argv, "-", tag],
+            [DOCKER, "import", *argv, "-", tag],
             stdin=tar.stdout,
             capture_output=True,
             text=True,

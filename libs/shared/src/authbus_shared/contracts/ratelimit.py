@@ -208,8 +208,8 @@ class SubjectLimits(Contract):
 
 @register
 class SubjectUnlocked(Contract):
-    """Broadcast on `ratelimit.decisions.v1` after a reset: forget `subject`'s lockouts that
-    struck before `at`."""
+    """Broadcast on `ratelimit.decisions.v1` by an owner that forgot keys of `subject` in a
+    reset: lift the subject's lockout and drop its slices (its next request asks)."""
 
     TYPE = "ratelimit.SubjectUnlocked"
 

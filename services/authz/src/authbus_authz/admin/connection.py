@@ -58,8 +58,9 @@ class Operator:
         """The leases topic's partitions, asked of the broker when a command needs them (a
         deployment without ratelimit has no such topic, and the other commands work)."""
         try:
-            return await self.publisher.partitions(self.leases_topic)
-        except KafkaError:
+            async with asyncio.timeout(self.timeout.total_seconds()):
+                return await self.publisher.partitions(self.leases_topic)
+        except (KafkaError, TimeoutError):
             silent = f"no topic {self.leases_topic}: is ratelimit running?"
             raise failure(silent) from None
 
