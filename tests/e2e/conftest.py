@@ -20,17 +20,20 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
+from authbus_dev.browser import LAUNCH_ARGS, BrowserUnavailable, chromium
 from authbus_dev.fleet import Fleet, Instance, Ports, Service
 from authbus_dev.infra import InfraConfig
-from authbus_dev.paths import VENV_BIN
+from authbus_dev.paths import RUNS, VENV_BIN
 from authbus_dev.ports import free_port_run
 from tests.integration.test_gateway import UPSTREAM, raw_echo
 from tests.path_variants import ROUTES_TOML
 from tests.support import serving_in_thread
 
 PASSWORD = "correct horse battery staple"
+SCREENSHOTS = RUNS / "screenshots"  # the browser tests' artefacts
 COUNTS: dict[Service, int] = {"api": 4, "authz": 2, "ratelimit": 2}
 POLICIES = """
 [[policy]]
@@ -190,6 +193,22 @@ def system(infrastructure: InfraConfig, upstream: str, raw_upstream: str) -> Ite
         yield System(fleet, prefix)
     finally:
         fleet.stop_all()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless, driven by Playwright (issue #12; `authbus_dev/browser.py`
+    installs it)."""
+    try:
+        executable = chromium()
+    except BrowserUnavailable as exc:
+        pytest.skip(f"no browser here: {exc}")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(executable), headless=True, args=list(LAUNCH_ARGS)
+        )
+        yield launched
+        launched.close()
 
 
 @pytest.fixture

@@ -5,32 +5,13 @@ authbus renders itself pass axe-core's WCAG checks. Screenshots go to `.run/scre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Route, sync_playwright
+from playwright.sync_api import Browser, Route
 
-from authbus_dev.browser import LAUNCH_ARGS, BrowserUnavailable, chromium
-from authbus_dev.paths import RUNS
-from tests.e2e.conftest import System
-
-SCREENSHOTS = RUNS / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    try:
-        executable = chromium()
-    except BrowserUnavailable as exc:
-        pytest.skip(f"no browser here: {exc}")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(executable), headless=True, args=list(LAUNCH_ARGS)
-        )
-        yield launched
-        launched.close()
+from tests.e2e.conftest import SCREENSHOTS, System
 
 
 def test_the_api_docs_render_with_nothing_but_the_api(system: System, browser: Browser) -> None:

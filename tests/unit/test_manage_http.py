@@ -36,6 +36,7 @@ from authbus_shared.contracts.commands import (
     NewToken,
     RevokeToken,
     SealedLogin,
+    SealedPasswordChange,
     TokenInfo,
     TokenList,
     TotpEnrollment,
@@ -163,6 +164,14 @@ class CommandsTwin:
 
     async def disable_totp(self, account: AccountRef, code: str) -> Contract:
         return await self.confirm_totp(account, code)
+
+    async def change_password(
+        self, change: SealedPasswordChange, client: str | None = None
+    ) -> Contract:
+        self.asked.append(change)
+        return self._answer(
+            AccountChanged(account_id="acc-1", change="password_changed", at=utcnow())
+        )
 
 
 TOKEN_INFO = TokenInfo(

@@ -34,6 +34,7 @@ from authbus_shared.contracts.commands import (
     NewKey,
     NewToken,
     SealedLogin,
+    SealedPasswordChange,
 )
 from authbus_shared.contracts.envelope import Contract, utcnow
 from authbus_shared.contracts.events import AccountCreated
@@ -105,6 +106,11 @@ class Core:
         raise AssertionError("not used here")
 
     async def disable_totp(self, account: AccountRef, code: str) -> Contract:
+        raise AssertionError("not used here")
+
+    async def change_password(
+        self, change: SealedPasswordChange, client: str | None = None
+    ) -> Contract:
         raise AssertionError("not used here")
 
 

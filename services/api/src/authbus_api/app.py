@@ -1,5 +1,6 @@
-"""The api's HTTP surface: the management API under `/v0` (SPEC G1; who-am-I for now), the
-JWKS, probes and metrics, and the one place where errors become HTTP answers (E1, E2)."""
+"""The api's HTTP surface: the management API under `/v0` (SPEC G1), the settings page under
+`/settings` (ADR 0018), the JWKS, probes and metrics, and the one place where errors become
+HTTP answers (E1, E2)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from authbus_api.core.access import Routed, Unmatched
 from authbus_api.core.client_address import LOOPBACK, Network, Proxies
 from authbus_api.core.errors import Error
 from authbus_api.core.routing import RouteAccess, RouteSpec, RouteTable
+from authbus_api.core.sessions import Sessions
 from authbus_api.docs import ROUTES as DOC_ROUTES
 from authbus_api.docs import add_docs
 from authbus_api.gate import ApiError, Gate
@@ -31,6 +33,8 @@ from authbus_api.http.router import ROUTE, ROUTED, Gateway, Router, principal_of
 from authbus_api.manage import Commands, Signup, management_routes, route_access
 from authbus_api.metrics import ApiMetrics
 from authbus_api.proxy import Upstreams
+from authbus_api.web.pages import page_access, settings_routes
+from authbus_api.web.render import Pages
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import OPS_PATHS, ASGIApp, Message, Receive, Scope, Send
 
@@ -81,6 +85,8 @@ def create_app(
     *,
     errors: ErrorStyle | None = None,
     commands: Commands | None = None,
+    signup: Signup = "open",
+    sessions: Sessions | None = None,
 ) -> FastAPI:
     """The api's own routes (the framework's part). Requests reach it through `Router`,
     which has already routed them (400, 404, 405) on their normalised path."""
@@ -120,6 +126,8 @@ def create_app(
 
     if commands is not None:  # the routes themselves (not an included router): `own_routes`
         app.router.routes.extend(management_routes(gate, commands).routes)
+        pages = Pages(style, sessions or Sessions())
+        app.router.routes.extend(settings_routes(commands, pages, signup).routes)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> Response:
@@ -160,7 +168,7 @@ def own_routes(app: FastAPI, signup: Signup) -> RouteTable:
     """The api's own routes as the access decision sees them (404, 405 with a complete
     `Allow`, and who may call each: `manage.route_access`, `OPEN_ROUTES`, else a credential), read
     off the framework so the two cannot disagree."""
-    rules = {name: OPEN for name in OPEN_ROUTES} | route_access(signup)
+    rules = {name: OPEN for name in OPEN_ROUTES} | route_access(signup) | page_access(signup)
     specs = []
     for route in app.router.routes:
         methods = getattr(route, "methods", None)
@@ -194,6 +202,7 @@ class HttpOptions:
     dialect: Dialect = "nginx"
     unmatched: Unmatched = "deny"
     limits: EdgeLimits = field(default_factory=EdgeLimits)
+    sessions: Sessions = field(default_factory=Sessions)
 
 
 def build_http(
@@ -202,7 +211,14 @@ def build_http(
     """The process's whole HTTP app: ops endpoints and metrics (`edge`), then `Router`, which
     reads and routes every request once and hands it to forward auth, the gateway or the
     framework."""
-    framework = create_app(gate, keys, errors=options.errors, commands=options.commands)
+    framework = create_app(
+        gate,
+        keys,
+        errors=options.errors,
+        commands=options.commands,
+        signup=options.signup,
+        sessions=options.sessions,
+    )
     access = Access(gate)
     limits, style = options.limits, options.errors
 
@@ -222,6 +238,7 @@ def build_http(
         forward_auth=ForwardAuth(access, options.routes, options.dialect, options.unmatched),
         style=options.errors,
         proxies=Proxies(options.trusted),
+        sessions=options.sessions,
     )
     return edge(router, ops, metrics)
 

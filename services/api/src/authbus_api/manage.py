@@ -52,6 +52,7 @@ from authbus_shared.contracts.commands import (
     RevokeKey,
     RevokeToken,
     SealedLogin,
+    SealedPasswordChange,
     TokenList,
     TotpEnrollment,
 )
@@ -112,6 +113,9 @@ class Commands(Protocol):
     async def enroll_totp(self, account: AccountRef) -> Secret | Refusal: ...
     async def confirm_totp(self, account: AccountRef, code: str) -> Contract: ...
     async def disable_totp(self, account: AccountRef, code: str) -> Contract: ...
+    async def change_password(
+        self, change: SealedPasswordChange, client: str | None = None
+    ) -> Contract: ...
 
 
 class _In(BaseModel):
@@ -187,24 +191,25 @@ def refused(reply: object) -> ApiError:
     return ApiError(Error.UNAVAILABLE, {"Retry-After": "1"})
 
 
-async def _call(call: Awaitable[T]) -> T:
+async def call(pending: Awaitable[T]) -> T:
+    """authz's reply; not answering in time is the catalog's 503."""
     try:
-        return await call
+        return await pending
     except RpcTimeout as exc:
         raise ApiError(Error.UNAVAILABLE, {"Retry-After": "1"}) from exc
 
 
-async def _expect(expected: type[R], call: Awaitable[object]) -> R:
+async def expect(expected: type[R], pending: Awaitable[object]) -> R:
     """authz's reply when it is the `expected` result; else the catalog's answer (raised)."""
-    reply = await _call(call)
+    reply = await call(pending)
     if not isinstance(reply, expected):
         raise refused(reply)
     return reply
 
 
-async def _secret(expected: type[R], call: Awaitable[Secret | Refusal]) -> tuple[R, str]:
+async def opened(expected: type[R], pending: Awaitable[Secret | Refusal]) -> tuple[R, str]:
     """A reply carrying a new secret, and the secret (opened with this call's one-time key)."""
-    secret = await _expect(Secret, call)
+    secret = await expect(Secret, pending)
     if not isinstance(secret.reply, expected):
         raise refused(secret.reply)
     return secret.reply, secret.value
@@ -250,7 +255,7 @@ def management_routes(gate: Gate, commands: Commands) -> APIRouter:  # noqa: PLR
     @router.post("/accounts", status_code=201, tags=["account"], responses=errors)
     async def sign_up(body: SignUp) -> Account:
         """Create an account (open, or for a token with the `admin` scope, per deployment)."""
-        created = await _expect(
+        created = await expect(
             AccountCreated, commands.create_account(body.email, body.password, body.locale)
         )
         account = created.account
@@ -263,7 +268,7 @@ def management_routes(gate: Gate, commands: Commands) -> APIRouter:  # noqa: PLR
         command = GrantScopes(
             account=AccountRef(account_id=account_id[:64]), exactly=tuple(body.scopes)
         )
-        granted = await _expect(AccountScopes, commands.ask(command, account_id[:64]))
+        granted = await expect(AccountScopes, commands.ask(command, account_id[:64]))
         return Grant(account_id=granted.account_id, scopes=list(granted.scopes))
 
     @router.post("/tokens", status_code=201, tags=["tokens"], responses=errors)
@@ -271,7 +276,7 @@ def management_routes(gate: Gate, commands: Commands) -> APIRouter:  # noqa: PLR
         """Log in for a new API token: email and password, and the TOTP code when 2FA is on
         (the token then says `two_factor`). The token is shown this once."""
         login = SealedLogin(email=body.email, password=body.password, totp_code=body.code)
-        reply, token = await _secret(
+        reply, token = await opened(
             NewToken,
             commands.create_token(
                 login,
@@ -295,7 +300,7 @@ def management_routes(gate: Gate, commands: Commands) -> APIRouter:  # noqa: PLR
     async def list_tokens(request: Request) -> dict[str, Any]:
         """Your tokens (never the secret: `hint` is its last characters)."""
         who = principal_of(request.scope)
-        listed = await _expect(TokenList, commands.ask(ListTokens(account=own(who)), own_key(who)))
+        listed = await expect(TokenList, commands.ask(ListTokens(account=own(who)), own_key(who)))
         return {"tokens": [t.model_dump(mode="json") for t in listed.tokens]}
 
     @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"], responses=errors)
@@ -303,13 +308,13 @@ def management_routes(gate: Gate, commands: Commands) -> APIRouter:  # noqa: PLR
         """Revoke one of your tokens: refused everywhere from now on."""
         who = principal_of(request.scope)
         command = RevokeToken(token_id=token_id[:64], account_id=who.account.id)
-        await _expect(TokenRevoked, commands.ask(command, own_key(who)))
+        await expect(TokenRevoked, commands.ask(command, own_key(who)))
 
     @router.post("/keys", status_code=201, tags=["keys"], responses=errors)
     async def create_key(body: NewKeyIn, request: Request, response: Response) -> Created:
         """A legacy API key (deprecated: prefer tokens). Shown this once."""
         who = principal_of(request.scope)
-        reply, key = await _secret(
+        reply, key = await opened(
             NewKey,
             commands.create_key(
                 own(who),
@@ -332,33 +337,33 @@ def management_routes(gate: Gate, commands: Commands) -> APIRouter:  # noqa: PLR
     @router.get("/keys", tags=["keys"], responses=errors)
     async def list_keys(request: Request) -> dict[str, Any]:
         who = principal_of(request.scope)
-        listed = await _expect(KeyList, commands.ask(ListKeys(account=own(who)), own_key(who)))
+        listed = await expect(KeyList, commands.ask(ListKeys(account=own(who)), own_key(who)))
         return {"keys": [k.model_dump(mode="json") for k in listed.keys]}
 
     @router.delete("/keys/{key_id}", status_code=204, tags=["keys"], responses=errors)
     async def revoke_key(key_id: str, request: Request) -> None:
         who = principal_of(request.scope)
         command = RevokeKey(key_id=key_id[:64], account_id=who.account.id)
-        await _expect(KeyRevoked, commands.ask(command, own_key(who)))
+        await expect(KeyRevoked, commands.ask(command, own_key(who)))
 
     @router.post("/2fa", status_code=201, tags=["2fa"], responses=errors)
     async def enrol(request: Request) -> Enrolment:
         """Start login 2FA: scan the QR code (or enter the URI) in an authenticator app, then
         confirm with a code. Until confirmed, nothing changes."""
         who = principal_of(request.scope)
-        _, uri = await _secret(TotpEnrollment, commands.enroll_totp(own(who)))
+        _, uri = await opened(TotpEnrollment, commands.enroll_totp(own(who)))
         return Enrolment(otpauth_uri=uri, qr_svg=qr_svg(uri))
 
     @router.post("/2fa/confirm", status_code=204, tags=["2fa"], responses=errors)
     async def confirm(body: CodeIn, request: Request) -> None:
         """Turn login 2FA on with a current code: passwords alone stop working."""
         who = principal_of(request.scope)
-        await _expect(AccountChanged, commands.confirm_totp(own(who), body.code))
+        await expect(AccountChanged, commands.confirm_totp(own(who), body.code))
 
     @router.post("/2fa/disable", status_code=204, tags=["2fa"], responses=errors)
     async def disable(body: CodeIn, request: Request) -> None:
         """Turn login 2FA off, with a current code."""
         who = principal_of(request.scope)
-        await _expect(AccountChanged, commands.disable_totp(own(who), body.code))
+        await expect(AccountChanged, commands.disable_totp(own(who), body.code))
 
     return router

@@ -26,7 +26,7 @@ from authbus_api.core.routing import RouteSpec, RouteTable, TemplateError, compi
 from authbus_shared.settings import ConfigError
 
 METHOD = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-RESERVED = ("/v0", "/.well-known")
+RESERVED = ("/v0", "/.well-known", "/settings")
 
 
 class RouteConfig(BaseModel):

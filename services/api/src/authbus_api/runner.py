@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
 from authbus_api.app import HttpOptions, build_http
+from authbus_api.core.sessions import Sessions
 from authbus_api.core.verdict_cache import CredentialDigest
 from authbus_api.gate import Gate
 from authbus_api.http.errors import ErrorStyle
@@ -141,6 +142,7 @@ async def run(settings: ApiSettings) -> int:
                 dialect=settings.forward_auth.dialect,
                 unmatched=settings.forward_auth.unmatched,
                 limits=settings.edge,
+                sessions=Sessions(secure=settings.session_cookie_secure),
             ),
         )
         server, server_task = await start_http(http_config(app, settings, style))

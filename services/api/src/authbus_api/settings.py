@@ -152,6 +152,13 @@ class ApiSettings(ServiceSettings):
         default="open",
         description="Who may create accounts with POST /v0/accounts: anyone, or admin tokens.",
     )
+    session_cookie_secure: bool = Field(
+        default=True,
+        description=(
+            "The settings page's session cookie is Secure (__Host-authbus_session). False only "
+            "for plain-http local runs (the cookie is then authbus_session)."
+        ),
+    )
     upstream_timeout_s: float = Field(
         default=30.0, gt=0, description="How long an upstream may take before a 503 (G2)."
     )

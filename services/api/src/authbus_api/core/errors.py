@@ -50,6 +50,7 @@ class Error(StrEnum):
     SIGNUP_CLOSED = "signup_closed"
     SCOPE_NOT_GRANTED = "scope_not_granted"
     WEAK_PASSWORD = "weak_password"
+    FORM_EXPIRED = "form_expired"  # the settings page's CSRF check (ADR 0018)
     # the strict edge (E5, A11)
     PATH_REJECTED = "path_rejected"
     DUPLICATE_HEADER = "duplicate_header"
@@ -132,6 +133,12 @@ CATALOG: dict[Error, CatalogEntry] = {
         "password.policy",
         "A password needs 8 to 1024 characters; spaces and any other characters are welcome.",
         "Bad Request",
+    ),
+    Error.FORM_EXPIRED: CatalogEntry(
+        403,
+        "request.formExpired",
+        "This form has expired or came from another site. Reload the page and try again.",
+        "Forbidden",
     ),
     Error.PATH_REJECTED: CatalogEntry(
         400, "request.pathRejected", "The request path is malformed or ambiguous.", "Bad Request"

@@ -10,7 +10,8 @@ A11, E5, R6, A10).
 - Headers by lower-case name. A field that may appear only once (`SINGLE`: the credential,
   `Host`, `Content-Length`, and the headers proxies use to name the original request) sent
   twice is refused (400): proxies and servers disagree on which one counts. Other repeated
-  fields are combined in order with ", " (RFC 9110 §5.3).
+  fields are combined in order with ", " (RFC 9110 §5.3), `Cookie` with "; " (RFC 9113
+  §8.2.3: HTTP/2 clients send each cookie in a field of its own).
 - The real client: the TCP peer, or, when the peer is a trusted proxy, the address it puts in
   `X-Forwarded-For` (`core/client_address.py`). This is the only client-address mechanism:
   uvicorn's own proxy-header handling is off (`runner.http_config`).
@@ -64,7 +65,7 @@ def read(scope: Scope, proxies: Proxies) -> Facts | Denied:
         if name in headers:
             if name in SINGLE:
                 return Denied(Error.DUPLICATE_HEADER)
-            headers[name] += ", " + value
+            headers[name] += ("; " if name == "cookie" else ", ") + value  # RFC 9113 8.2.3
         else:
             headers[name] = value
     raw = scope.get("raw_path")

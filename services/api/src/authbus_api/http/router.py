@@ -9,6 +9,9 @@ route belongs to. No adapter decides access on its own.
   path rewritten to its normalised form (no `%2F` survives normalisation, so decoding it is
   unambiguous), so the framework routes what was judged. `HEAD` reaches it as `GET`; the
   server, whose scope still says `HEAD`, sends no body.
+- the settings pages (`/settings`, ADR 0018) are own routes too, with one difference: their
+  credential is the session cookie, never `Authorization` (`core/sessions.py`), and a page
+  without a valid session is sent to the sign-in form instead of a 401.
 - anything else: the catalog's 400, 404 or 405 (with `Allow`) in the negotiated shape.
 
 A failure of an adapter (a bug) is a 500 from the catalog with a request id, when no answer
@@ -18,18 +21,19 @@ has started yet.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import structlog
 from starlette.requests import Request
 
-from authbus_api.access import Access, Admitted
+from authbus_api.access import ANONYMOUS, Access, Admitted
 from authbus_api.core.access import Denied, Principal, Routed, route_path
 from authbus_api.core.client_address import Proxies
 from authbus_api.core.errors import Error
 from authbus_api.core.paths import normalise
 from authbus_api.core.routing import RouteTable
+from authbus_api.core.sessions import SIGN_IN, Sessions, owns
 from authbus_api.http.errors import ErrorStyle, lower_headers
 from authbus_api.http.forward_auth import FORWARD_AUTH, ForwardAuth
 from authbus_api.http.request import Facts, read
@@ -53,6 +57,7 @@ class Router:
     forward_auth: ForwardAuth
     style: ErrorStyle
     proxies: Proxies
+    sessions: Sessions = field(default_factory=Sessions)
 
     def __post_init__(self) -> None:
         self._table = self.own + self.declared
@@ -102,8 +107,12 @@ class Router:
     ) -> None:
         """One of the api's own routes: the access decision, then the framework, which finds
         who was let through in the scope (`admitted`) and answers with the rate headers."""
-        admitted = await self.access.admit(routed, facts.headers.get("authorization"), facts.client)
+        credential = self.sessions.authorization(routed.path, facts.headers)
+        admitted = await self.access.admit(routed, credential, facts.client)
         if isinstance(admitted, Denied):
+            if owns(routed.path) and admitted.error in ANONYMOUS:  # no valid session
+                await self._sign_in_again(send)
+                return
             await self._deny(send, admitted, facts.headers)
             return
         who = admitted.allowed.principal
@@ -117,6 +126,18 @@ class Router:
         if facts.method == "HEAD":  # the framework's GET answers; the server sends no body
             own["method"] = "GET"
         await self.framework(own, receive, _with_headers(send, admitted.headers))
+
+    async def _sign_in_again(self, send: Send) -> None:
+        """A settings page without a valid session: to the sign-in form (303), dropping the
+        cookie (expired, revoked, or never there)."""
+        headers = [
+            (b"location", SIGN_IN.encode()),
+            (b"set-cookie", self.sessions.clear_session().encode()),
+            (b"cache-control", b"no-store"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 303, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _forward_auth(self, facts: Facts, send: Send) -> None:
         headers, denied = await self.forward_auth.decide(facts)
@@ -215,9 +236,14 @@ def principal_of(scope: Scope) -> Principal:
     return who
 
 
-def client_of(scope: Scope) -> str:
-    """The real client's address, as `Router` read it (`http/request.py`)."""
+def facts_of(scope: Scope) -> Facts:
+    """The request as `Router` read it (`http/request.py`)."""
     facts = scope.get(FACTS)
     if not isinstance(facts, Facts):
         raise RuntimeError("a request reached without its facts")
-    return facts.client
+    return facts
+
+
+def client_of(scope: Scope) -> str:
+    """The real client's address, as `Router` read it (`http/request.py`)."""
+    return facts_of(scope).client
