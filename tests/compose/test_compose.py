@@ -71,6 +71,15 @@ def test_operator_cli_creates_an_account_and_a_token_that_the_gateway_accepts(
     assert _get(f"{deployment.gateway}/v0/me", {"Accept": "application/json"})[0] == 401
 
 
+def test_the_settings_page_and_its_files_come_through_the_gateway(deployment: Deployment) -> None:
+    """The image carries the templates and assets (package data), and nginx passes the pages."""
+    page = _get(f"{deployment.gateway}/settings/sign-in", {"Accept-Language": "de"})
+    css = _get(f"{deployment.gateway}/settings/assets/settings.css")
+
+    assert (page[0], b"<h1>Anmelden</h1>" in page[1]) == (200, True), page
+    assert css[0] == 200
+
+
 @pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz", "/%6Detrics", "//metrics/"])
 def test_the_gateway_does_not_expose_the_ops_endpoints(deployment: Deployment, path: str) -> None:
     assert _get(deployment.gateway + path)[0] == 404

@@ -90,8 +90,11 @@ def test_the_whole_self_service_flow(system: System, page: Page) -> None:
     page.get_by_label("Your password, to confirm").fill(PASSWORD)
     page.get_by_role("button", name="Create the token").click()
     secret = page.locator("#secret").input_value()
-    assert page.get_by_role("button", name="Copy").is_visible()
     checked(page, "token-created")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy").click()
+    assert page.locator("#copy-status").inner_text() == "Copied"
+    assert page.evaluate("navigator.clipboard.readText()") == secret
     assert me(system, secret) == 200
 
     # revoke it, after a confirmation page; every api instance refuses it

@@ -9,9 +9,12 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from authbus_api.app import HttpOptions, build_http
@@ -21,6 +24,7 @@ from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.contracts.authz import AccountView
 from authbus_shared.contracts.commands import (
     AccountInfo,
+    AccountRef,
     CommandRejected,
     GetAccount,
     RevokeToken,
@@ -57,10 +61,13 @@ class PageCommands(CommandsTwin):
         return await super().ask(command, key)
 
 
-def build(commands: CommandsTwin, sessions: Sessions | None = None) -> httpx.AsyncClient:
+def build(
+    commands: CommandsTwin, sessions: Sessions | None = None, *, limited: bool = True
+) -> httpx.AsyncClient:
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
-    gate = twin_gate(metrics, authz=ScriptedAuthz(dict(VERDICTS)))
+    policies = None if limited else ()  # the default policies, or none
+    gate = twin_gate(metrics, authz=ScriptedAuthz(dict(VERDICTS)), policies=policies)
     options = HttpOptions(commands=commands, sessions=sessions or Sessions())
     app = build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://api")
@@ -348,6 +355,30 @@ async def test_turning_2fa_on_shows_the_qr_code_and_the_key(client: httpx.AsyncC
     assert "JBSW Y3DP EHPK 3PXP" in response.text
 
 
+@pytest.mark.parametrize(("action", "done"), [("confirm", "2fa-on"), ("disable", "2fa-off")])
+async def test_a_code_turns_2fa_on_and_off(
+    client: httpx.AsyncClient, commands: PageCommands, action: str, done: str
+) -> None:
+    body = {"csrf": csrf_token("good"), "code": "123 456"}
+    response = await client.post(f"/settings/2fa/{action}", data=body, headers=signed_in())
+
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/settings?done={done}"
+    assert commands.asked[-1] == (AccountRef(account_id="acc-1"), "123456")
+
+
+async def test_a_wrong_code_leaves_2fa_as_it_was_and_says_why(
+    client: httpx.AsyncClient, commands: PageCommands
+) -> None:
+    commands.next = CommandRejected(reason="invalid_code")
+    body = {"csrf": csrf_token("good"), "code": "000000"}
+    response = await client.post("/settings/2fa/confirm", data=body, headers=signed_in())
+
+    assert response.status_code == 400
+    assert "The code is wrong or was already used." in response.text
+    assert 'action="/settings/2fa/confirm"' in response.text  # another code may confirm
+
+
 @pytest.mark.parametrize(
     ("headers", "body"),
     [
@@ -422,3 +453,58 @@ def test_csrf_tokens_bind_to_their_basis() -> None:
     assert not csrf_ok("session-a", None, None)
     assert csrf_token("session-a") != csrf_token("session-a" + "x")
     assert timedelta(seconds=Sessions().lifetime_s) == timedelta(hours=1)
+
+
+# --- whatever a form holds: never a 500 ------------------------------------------------------
+
+POSTS = (
+    "/settings/sign-in",
+    "/settings/sign-up",
+    "/settings/tokens",
+    "/settings/password",
+    "/settings/2fa",
+    "/settings/2fa/confirm",
+    "/settings/2fa/disable",
+    "/settings/2fa/elsewhere",
+    "/settings/tokens/t1/revoke",
+    "/settings/keys/k1/revoke",
+    "/settings/spoons/t1/revoke",
+    "/settings/sign-out",
+)
+FIELD_NAMES = st.sampled_from(
+    ["name", "expiry", "expires_on", "scopes", "password", "code", "email", "current", "new",
+     "confirm", "csrf", "other"]
+)  # fmt: skip
+VALUES = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["7", "30", "90", "date", "never", "2099-01-01", "2027-02-30", "123456"]),
+    st.text(min_size=1000, max_size=1100),
+)
+
+
+SHARED = PageCommands()  # one app for every example (building one compiles the catalogs)
+SHARED_CLIENT = build(SHARED, limited=False)  # rate limits are not what this test is about
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.sampled_from(POSTS),
+    fields=st.lists(st.tuples(FIELD_NAMES, VALUES), max_size=10),
+    refusal=st.sampled_from([None, "invalid_credentials", "weak_password", "invalid_code"]),
+)
+async def test_no_form_makes_a_500(
+    path: str, fields: list[tuple[str, str]], refusal: str | None
+) -> None:
+    """Any fields, any values, a CSRF token that passes, and authz answering yes or no: the
+    answer is a page, a redirect, the catalog's 4xx, or its 503 where the twin has no answer
+    for a command (as when authz is silent), never a 500."""
+    SHARED.asked.clear()
+    SHARED.next = CommandRejected(reason=refusal) if refusal else None  # type: ignore[arg-type]
+    signed = not path.startswith(("/settings/sign-in", "/settings/sign-up"))
+    basis = "good" if signed else "n0nce"
+    cookie = f"{SESSION}=good" if signed else f"{NONCE}=n0nce"
+    body = [("csrf", csrf_token(basis)), *((k, v) for k, v in fields if k != "csrf")]
+    content = urlencode(body).encode()
+    response = await SHARED_CLIENT.post(path, content=content, headers={**FORM, "Cookie": cookie})
+
+    assert response.status_code != 500, response.text

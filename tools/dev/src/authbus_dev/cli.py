@@ -217,6 +217,7 @@ def _print_first_request(cfg: infra.InfraConfig, fleet: Fleet) -> None:
         f'  curl -H "Authorization: Bearer $TOKEN" {api.url}/v0/me',
         f"  curl -H 'Accept: application/json' {api.url}/v0/me     # 401, as JSON",
         f"  the OpenAPI docs, in a browser: {api.url}/v0/docs",
+        f"  your tokens, keys and 2FA, in a browser: {api.url}/settings",
         "",
     ]
     typer.echo("\n".join(lines))
