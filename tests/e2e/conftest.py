@@ -195,10 +195,11 @@ def system(infrastructure: InfraConfig, upstream: str, raw_upstream: str) -> Ite
         fleet.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's chromium, headless, driven by Playwright (issue #12; `authbus_dev/browser.py`
-    installs it)."""
+    installs it). Per module, never per session: Playwright's sync API keeps an event loop
+    running in this thread while it is open, and every later `asyncio.run` would fail."""
     try:
         executable = chromium()
     except BrowserUnavailable as exc:
