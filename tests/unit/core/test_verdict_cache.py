@@ -163,6 +163,23 @@ def test_revoke_drops_every_entry_of_that_credential_and_only_those() -> None:
     assert verdicts.get(other, sec(2)) == valid("tok-2")
 
 
+def test_a_credential_down_to_one_entry_is_still_revoked_and_its_index_emptied() -> None:
+    """The index keeps one digest as itself and more as a set (issue #13: memory); going from
+    two to one and back to none must lose nothing."""
+    verdicts = cache(max_entries=2)
+    as_bearer = DIGEST(credential("tok"))
+    as_basic = DIGEST(credential("tok", kind=CredentialKind.BASIC_TOKEN, email="a@x.io"))
+    verdicts.admit(as_bearer, valid("tok-1"), T0)
+    verdicts.admit(as_basic, valid("tok-1"), T0)
+    verdicts.admit(DIGEST(credential("other")), valid("tok-2"), T0)  # evicts as_bearer
+
+    assert verdicts.revoke("tok-1", sec(1)) == 1
+    assert verdicts.get(as_basic, sec(2)) is None
+    again = verdicts.admit(as_bearer, valid("tok-1", checked_at=sec(3)), sec(3))
+    assert again.outcome is Outcome.REVOKED  # the revocation is remembered
+    assert verdicts.revoke("tok-1", sec(4)) == 0  # nothing of it is left indexed
+
+
 def test_revoking_an_uncached_credential_drops_nothing() -> None:
     verdicts, digest = cache(), DIGEST(credential())
     verdicts.admit(digest, valid("tok-1"), T0)

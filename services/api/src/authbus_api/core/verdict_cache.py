@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from authbus_shared.contracts.authz import CredentialVerified, Outcome, SealedCredential
 
 REVOKED = CredentialVerified(outcome=Outcome.REVOKED)
+Digests = bytes | set[bytes]
 
 
 class CredentialDigest:
@@ -54,8 +55,10 @@ class VerdictCache:
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._by_credential: dict[str, set[bytes]] = {}
-        self._by_account: dict[str, set[bytes]] = {}
+        # credential id / account id -> its digests: one digest (the common case) is kept as
+        # itself, more as a set (a set of one costs ~220 bytes per entry; issue #13)
+        self._by_credential: dict[str, Digests] = {}
+        self._by_account: dict[str, Digests] = {}
         self._revoked: dict[str, datetime] = {}  # credential id -> when the event arrived
         self._changed: dict[str, tuple[datetime, datetime]] = {}  # account -> (change at, seen)
 
@@ -86,9 +89,9 @@ class VerdictCache:
             self._drop(digest)
             self._entries[digest] = _Entry(verdict, expires)
             if verdict.credential_id:
-                self._by_credential.setdefault(verdict.credential_id, set()).add(digest)
+                _index(self._by_credential, verdict.credential_id, digest)
             if verdict.account:
-                self._by_account.setdefault(verdict.account.id, set()).add(digest)
+                _index(self._by_account, verdict.account.id, digest)
             while len(self._entries) > self._max:
                 self._drop(next(iter(self._entries)))
         return verdict
@@ -103,14 +106,14 @@ class VerdictCache:
     def revoke(self, credential_id: str, now: datetime) -> int:
         """A credential was revoked: forget its verdicts; returns how many were dropped."""
         self._revoked[credential_id] = now
-        dropped = self._drop_all(set(self._by_credential.get(credential_id, ())))
+        dropped = self._drop_all(_digests(self._by_credential.get(credential_id)))
         self._forget(now)
         return dropped
 
     def account_changed(self, account_id: str, changed_at: datetime, now: datetime) -> int:
         """An account changed (at `changed_at`, authz's clock): forget all its verdicts."""
         self._changed[account_id] = (changed_at, now)
-        dropped = self._drop_all(set(self._by_account.get(account_id, ())))
+        dropped = self._drop_all(_digests(self._by_account.get(account_id)))
         self._forget(now)
         return dropped
 
@@ -138,8 +141,32 @@ class VerdictCache:
         return len(self._entries)
 
 
-def _unindex(index: dict[str, set[bytes]], key: str | None, digest: bytes) -> None:
-    if key is not None and key in index:
-        index[key].discard(digest)
-        if not index[key]:
+def _index(index: dict[str, Digests], key: str, digest: bytes) -> None:
+    held = index.get(key)
+    if held is None or held == digest:
+        index[key] = digest
+    elif isinstance(held, bytes):
+        index[key] = {held, digest}
+    else:
+        held.add(digest)
+
+
+def _digests(held: Digests | None) -> set[bytes]:
+    if held is None:
+        return set()
+    return {held} if isinstance(held, bytes) else set(held)
+
+
+def _unindex(index: dict[str, Digests], key: str | None, digest: bytes) -> None:
+    if key is None or key not in index:
+        return
+    held = index[key]
+    if isinstance(held, bytes):
+        if held == digest:
             del index[key]
+        return
+    held.discard(digest)
+    if len(held) == 1:
+        index[key] = next(iter(held))
+    elif not held:
+        del index[key]
