@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
+from authbus_api.core.verdict_cache import CachedVerdict, CredentialDigest, VerdictCache
 from authbus_shared.contracts.authz import (
     AccountView,
     AuthMethod,
@@ -61,6 +61,7 @@ def valid(
 
 
 INVALID = CredentialVerified(outcome=Outcome.INVALID)
+held = CachedVerdict.of  # what the cache keeps of authz's reply
 
 
 def test_unknown_digest_is_a_miss() -> None:
@@ -72,15 +73,15 @@ def test_admitted_verdict_is_a_hit() -> None:
 
     acted_on = verdicts.admit(digest, valid(), T0)
 
-    assert acted_on == valid()
-    assert verdicts.get(digest, sec(1)) == valid()
+    assert acted_on == held(valid())
+    assert verdicts.get(digest, sec(1)) == held(valid())
 
 
 def test_valid_verdict_lives_ttl() -> None:
     verdicts, digest = cache(), DIGEST(credential())
     verdicts.admit(digest, valid(), T0)
 
-    assert verdicts.get(digest, sec(59.999)) == valid()
+    assert verdicts.get(digest, sec(59.999)) == held(valid())
     assert verdicts.get(digest, sec(60)) is None
     assert len(verdicts) == 0
 
@@ -116,7 +117,7 @@ def test_denials_are_kept_negative_ttl(outcome: Outcome) -> None:
     denial = CredentialVerified(outcome=outcome)
     verdicts.admit(digest, denial, T0)
 
-    assert verdicts.get(digest, sec(4.999)) == denial
+    assert verdicts.get(digest, sec(4.999)) == held(denial)
     assert verdicts.get(digest, sec(5)) is None
 
 
@@ -142,7 +143,7 @@ def test_readmitting_a_digest_replaces_its_entry() -> None:
     verdicts.admit(digest, INVALID, sec(1))
 
     assert len(verdicts) == 1
-    assert verdicts.get(digest, sec(2)) == INVALID
+    assert verdicts.get(digest, sec(2)) == held(INVALID)
 
 
 def test_revoke_drops_every_entry_of_that_credential_and_only_those() -> None:
@@ -160,7 +161,7 @@ def test_revoke_drops_every_entry_of_that_credential_and_only_those() -> None:
     assert dropped == 2
     assert verdicts.get(as_bearer, sec(2)) is None
     assert verdicts.get(as_basic, sec(2)) is None
-    assert verdicts.get(other, sec(2)) == valid("tok-2")
+    assert verdicts.get(other, sec(2)) == held(valid("tok-2"))
 
 
 def test_a_credential_down_to_one_entry_is_still_revoked_and_its_index_emptied() -> None:
@@ -214,7 +215,7 @@ def test_revocation_of_one_credential_does_not_touch_another() -> None:
     verdicts, digest = cache(), DIGEST(credential())
     verdicts.revoke("tok-1", T0)
 
-    assert verdicts.admit(digest, valid("tok-2"), sec(1)) == valid("tok-2")
+    assert verdicts.admit(digest, valid("tok-2"), sec(1)) == held(valid("tok-2"))
 
 
 def test_revocations_are_forgotten_after_ttl() -> None:
@@ -251,7 +252,7 @@ def test_account_change_drops_every_cached_verdict_of_the_account_and_only_those
 
     assert dropped == 3
     assert all(verdicts.get(digest, sec(2)) is None for digest in mine)
-    assert verdicts.get(theirs, sec(2)) == valid("tok-2", account_id="acct-2")
+    assert verdicts.get(theirs, sec(2)) == held(valid("tok-2", account_id="acct-2"))
 
 
 @pytest.mark.parametrize("checked_s", [0, 0.999, 1], ids=["before", "just-before", "at"])
@@ -266,7 +267,7 @@ def test_valid_verdict_checked_before_the_change_is_answered_but_not_cached(
 
     acted_on = verdicts.admit(digest, stale, sec(1.2))
 
-    assert acted_on == stale
+    assert acted_on == held(stale)
     assert verdicts.get(digest, sec(1.3)) is None
     assert len(verdicts) == 0
 
@@ -276,8 +277,8 @@ def test_valid_verdict_checked_after_the_change_is_cached() -> None:
     verdicts.account_changed("acct-1", changed_at=sec(1), now=sec(1))
     fresh = valid(checked_at=sec(1.001))
 
-    assert verdicts.admit(digest, fresh, sec(2)) == fresh
-    assert verdicts.get(digest, sec(3)) == fresh
+    assert verdicts.admit(digest, fresh, sec(2)) == held(fresh)
+    assert verdicts.get(digest, sec(3)) == held(fresh)
 
 
 def test_account_change_does_not_stop_caching_another_accounts_verdicts() -> None:
@@ -287,7 +288,7 @@ def test_account_change_does_not_stop_caching_another_accounts_verdicts() -> Non
 
     verdicts.admit(digest, other, sec(2))
 
-    assert verdicts.get(digest, sec(3)) == other
+    assert verdicts.get(digest, sec(3)) == held(other)
 
 
 def test_account_change_is_remembered_until_the_end_of_ttl() -> None:
@@ -309,7 +310,7 @@ def test_account_changes_are_forgotten_after_ttl() -> None:
 
     verdicts.admit(digest, valid(checked_at=T0), sec(61))
 
-    assert verdicts.get(digest, sec(62)) == valid(checked_at=T0)
+    assert verdicts.get(digest, sec(62)) == held(valid(checked_at=T0))
 
 
 # --- the digest -------------------------------------------------------------------------------

@@ -24,12 +24,11 @@ from authbus_api.core.credentials import Unreadable, parse_authorization
 from authbus_api.core.errors import Error
 from authbus_api.core.freshness import Trust, Use
 from authbus_api.core.rates import Admit, Need, RatePolicy, RateState, Refuse, Scope
-from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
+from authbus_api.core.verdict_cache import CachedVerdict, CredentialDigest, VerdictCache
 from authbus_api.metrics import ApiMetrics
 from authbus_api.rate import RateLimiter
 from authbus_shared.authz_client import NoSealingKey, Verdict
 from authbus_shared.contracts.authz import (
-    CredentialVerified,
     Outcome,
     RequestFailed,
     SealedCredential,
@@ -90,9 +89,7 @@ class Gate:
     trust: Trust  # how stale the cache may be (A12)
     deprecation: dict[str, str] = field(default_factory=dict)  # headers for legacy-key answers
     reverify_timeout: timedelta = timedelta(milliseconds=500)
-    _inflight: dict[bytes, asyncio.Future[CredentialVerified | Denied]] = field(
-        default_factory=dict
-    )
+    _inflight: dict[bytes, asyncio.Future[CachedVerdict | Denied]] = field(default_factory=dict)
     _applying: dict[tuple[Scope, str], tuple[RatePolicy, ...]] = field(default_factory=dict)
 
     async def identify(
@@ -129,7 +126,7 @@ class Gate:
             return Denied(Error.LOGIN_THROTTLED, {"Retry-After": str(verdict.retry_after_s or 1)})
         return unauthorized(Error.INVALID_TOKEN)
 
-    def _principal(self, verdict: CredentialVerified) -> Principal | None:
+    def _principal(self, verdict: CachedVerdict) -> Principal | None:
         """Who a valid verdict names (its use recorded for last-used times), else None."""
         if verdict.outcome is not Outcome.VALID or not verdict.account or not verdict.method:
             return None
@@ -147,11 +144,11 @@ class Gate:
     async def _stale(
         self,
         use: Use,
-        cached: CredentialVerified,
+        cached: CachedVerdict,
         digest: bytes,
         credential: SealedCredential,
         client: str | None,
-    ) -> CredentialVerified | Denied:
+    ) -> CachedVerdict | Denied:
         """A cached verdict while the changes feed is older than the bound (A12, ADR 0016):
         authz's answer if it gives one within `reverify_timeout`; else the cache as it is now
         if the feed caught up meanwhile, the cached verdict within the grace, or 503."""
@@ -186,15 +183,13 @@ class Gate:
         credential: SealedCredential,
         client: str | None,
         within: timedelta | None = None,
-    ) -> CredentialVerified | Denied:
+    ) -> CachedVerdict | Denied:
         """authz's verdict, one question per credential at a time (single flight); a 503
         when authz cannot answer (never a guessed yes)."""
         running = self._inflight.get(digest)
         if running is not None:
             return await asyncio.shield(running)
-        future: asyncio.Future[CredentialVerified | Denied] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[CachedVerdict | Denied] = asyncio.get_running_loop().create_future()
         self._inflight[digest] = future
         try:
             verdict = await self._verify(digest, credential, client, within)
@@ -213,7 +208,7 @@ class Gate:
         credential: SealedCredential,
         client: str | None,
         within: timedelta | None,
-    ) -> CredentialVerified | Denied:
+    ) -> CachedVerdict | Denied:
         try:
             reply = await self.authz.verify(
                 credential, partition_key=digest, client=client, within=within

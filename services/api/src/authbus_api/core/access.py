@@ -23,23 +23,35 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from authbus_api.core.errors import Error, JsonShape
 from authbus_api.core.paths import normalise
 from authbus_api.core.routing import Matched, RouteSpec, RouteTable, WrongMethod
-from authbus_shared.contracts.authz import AccountView, AuthMethod
+from authbus_shared.contracts.authz import AuthMethod
 
 Unmatched = Literal["deny", "authenticate"]
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")  # RFC 9110 token, bounded
 ANY_ROUTE = RouteSpec(template="*", methods=frozenset())  # unmatched, authenticate mode
 
 
+class AccountLike(Protocol):
+    """An account as a credential names it (`verdict_cache.Account`, or a contract's
+    `AccountView`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def locale(self) -> str | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who a valid credential belongs to, and what it may do."""
 
-    account: AccountView
+    account: AccountLike
     method: AuthMethod
     scopes: tuple[str, ...]
     credential_id: str | None
