@@ -82,10 +82,11 @@ class ManyAccounts:
 class StatelessOwner:
     """The lease owner as seen from the api, keeping nothing here (its book lives in the
     ratelimit process, not in the api's memory): every ask gets what it wants of a 60 s
-    window."""
+    window starting now, as the owner starts a key's window at its first ask (so no two
+    keys' slices share their times)."""
 
     async def acquire(self, ask: AcquireLease) -> LeaseGranted:
-        start = utcnow().replace(second=0, microsecond=0)
+        start = utcnow()
         return LeaseGranted(
             key=ask.key,
             granted=ask.want,
@@ -133,7 +134,7 @@ async def fill(count: int, trace: bool) -> dict[str, object]:
     gc.collect()
     top: list[str] = []
     if trace:
-        stats = tracemalloc.take_snapshot().statistics("lineno")[:12]
+        stats = tracemalloc.take_snapshot().statistics("lineno")[:20]
         top = [f"{s.size / max(count, 1):7.0f} B  {s.traceback}" for s in stats]
     return {"count": count, "rss": rss_bytes(), "cached": len(held.cache), "top": top}
 

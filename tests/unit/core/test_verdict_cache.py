@@ -61,7 +61,11 @@ def valid(
 
 
 INVALID = CredentialVerified(outcome=Outcome.INVALID)
-held = CachedVerdict.of  # what the cache keeps of authz's reply
+
+
+def held(reply: CredentialVerified) -> CachedVerdict:
+    """What the cache keeps of authz's reply (its expiry is not compared)."""
+    return CachedVerdict.of(reply, T0)
 
 
 def test_unknown_digest_is_a_miss() -> None:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from authbus_shared.contracts.authz import (
     AuthMethod,
@@ -31,6 +31,8 @@ from authbus_shared.contracts.authz import (
     Outcome,
     SealedCredential,
 )
+
+NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,38 +47,42 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class CachedVerdict:
-    """authz's `CredentialVerified` as the cache holds it: the same fields, slotted (about
-    1,400 bytes less per cached credential than the pydantic model; `bench.cache_memory`)."""
+    """authz's `CredentialVerified` as the cache holds it (issue #13: about 1,400 bytes less per
+    cached credential than the pydantic model; `bench.cache_memory`): the fields a request
+    reads, slotted, and when the entry expires. The two times the reply carries are read once,
+    when it is admitted (`valid_until` caps `expires`; `checked_at` tells a verdict read
+    before an account change), and not kept."""
 
     outcome: Outcome
     account: Account | None = None
     scopes: tuple[str, ...] = ()
     method: AuthMethod | None = None
     credential_id: str | None = None
-    valid_until: datetime | None = None
     mfa: bool = False
     deprecated: bool = False
     retry_after_s: int | None = None
-    checked_at: datetime | None = None
+    expires: datetime = field(default=NEVER, compare=False)
 
     @classmethod
-    def of(cls, reply: CredentialVerified) -> CachedVerdict:
+    def of(
+        cls, reply: CredentialVerified, expires: datetime, scopes: tuple[str, ...] | None = None
+    ) -> CachedVerdict:
         account = reply.account
         return cls(
             reply.outcome,
             Account(account.id, account.email, account.locale) if account else None,
-            reply.scopes,
+            reply.scopes if scopes is None else scopes,
             reply.method,
             reply.credential_id,
-            reply.valid_until,
             reply.mfa,
             reply.deprecated,
             reply.retry_after_s,
-            reply.checked_at,
+            expires,
         )
 
 
-REVOKED = CachedVerdict(Outcome.REVOKED)
+REVOKED = CredentialVerified(outcome=Outcome.REVOKED)
+MAX_SHARED_SCOPES = 4096  # distinct scope sets kept as one tuple each (a handful in practice)
 Digests = bytes | set[bytes]
 
 
@@ -92,18 +98,13 @@ class CredentialDigest:
         return h.digest()
 
 
-@dataclass(slots=True)
-class _Entry:
-    verdict: CachedVerdict
-    expires: datetime
-
-
 class VerdictCache:
     def __init__(self, *, max_entries: int, ttl: timedelta, negative_ttl: timedelta) -> None:
         self._max = max_entries
         self._ttl = ttl
         self._negative_ttl = negative_ttl
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._entries: OrderedDict[bytes, CachedVerdict] = OrderedDict()
+        self._scopes: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per scope set
         # credential id / account id -> its digests: one digest (the common case) is kept as
         # itself, more as a set (a set of one costs ~220 bytes per entry; issue #13)
         self._by_credential: dict[str, Digests] = {}
@@ -112,32 +113,30 @@ class VerdictCache:
         self._changed: dict[str, tuple[datetime, datetime]] = {}  # account -> (change at, seen)
 
     def get(self, digest: bytes, now: datetime) -> CachedVerdict | None:
-        entry = self._entries.get(digest)
-        if entry is None:
+        verdict = self._entries.get(digest)
+        if verdict is None:
             return None
-        if entry.expires <= now:
+        if verdict.expires <= now:
             self._drop(digest)
             return None
         self._entries.move_to_end(digest)
-        return entry.verdict
+        return verdict
 
-    def admit(
-        self, digest: bytes, reply: CredentialVerified | CachedVerdict, now: datetime
-    ) -> CachedVerdict:
+    def admit(self, digest: bytes, reply: CredentialVerified, now: datetime) -> CachedVerdict:
         """Take a reply from authz; returns the verdict to act on (and caches it)."""
-        verdict = reply if isinstance(reply, CachedVerdict) else CachedVerdict.of(reply)
-        revoked_at = self._revoked.get(verdict.credential_id or "")
-        if verdict.outcome is Outcome.VALID and revoked_at and revoked_at >= now - self._ttl:
-            verdict = REVOKED
-        if verdict.outcome is Outcome.VALID:
+        revoked_at = self._revoked.get(reply.credential_id or "")
+        if reply.outcome is Outcome.VALID and revoked_at and revoked_at >= now - self._ttl:
+            reply = REVOKED
+        if reply.outcome is Outcome.VALID:
             expires = now + self._ttl
-            if verdict.valid_until is not None:
-                expires = min(expires, verdict.valid_until)
+            if reply.valid_until is not None:
+                expires = min(expires, reply.valid_until)
         else:
             expires = now + self._negative_ttl
-        if expires > now and not self._stale(verdict):
+        verdict = CachedVerdict.of(reply, expires, self._shared(reply.scopes))
+        if expires > now and not self._stale(reply):
             self._drop(digest)
-            self._entries[digest] = _Entry(verdict, expires)
+            self._entries[digest] = verdict
             if verdict.credential_id:
                 _index(self._by_credential, verdict.credential_id, digest)
             if verdict.account:
@@ -146,12 +145,19 @@ class VerdictCache:
                 self._drop(next(iter(self._entries)))
         return verdict
 
-    def _stale(self, verdict: CachedVerdict) -> bool:
+    def _shared(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        """One tuple per distinct scope set (most credentials share a few)."""
+        shared = self._scopes.get(scopes)
+        if shared is None and len(self._scopes) < MAX_SHARED_SCOPES:
+            shared = self._scopes[scopes] = scopes
+        return shared or scopes
+
+    def _stale(self, reply: CredentialVerified) -> bool:
         """Read by authz before a change of its account that this instance has seen."""
-        if verdict.account is None or verdict.account.id not in self._changed:
+        if reply.account is None or reply.account.id not in self._changed:
             return False
-        changed_at, _ = self._changed[verdict.account.id]
-        return verdict.checked_at is None or verdict.checked_at <= changed_at
+        changed_at, _ = self._changed[reply.account.id]
+        return reply.checked_at is None or reply.checked_at <= changed_at
 
     def revoke(self, credential_id: str, now: datetime) -> int:
         """A credential was revoked: forget its verdicts; returns how many were dropped."""
@@ -180,10 +186,9 @@ class VerdictCache:
         return len(digests)
 
     def _drop(self, digest: bytes) -> None:
-        entry = self._entries.pop(digest, None)
-        if entry is None:
+        verdict = self._entries.pop(digest, None)
+        if verdict is None:
             return
-        verdict = entry.verdict
         _unindex(self._by_credential, verdict.credential_id, digest)
         _unindex(self._by_account, verdict.account.id if verdict.account else None, digest)
 
