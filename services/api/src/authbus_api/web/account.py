@@ -104,35 +104,39 @@ def account_routes(commands: Commands, pages: Pages) -> APIRouter:  # noqa: PLR0
             **context,
         )
 
-    async def rows(who: Principal) -> tuple[list[Row], list[Row], AccountInfo]:
-        key = who.account.id
-        tokens, keys, info = await asyncio.gather(
-            expect(TokenList, commands.ask(ListTokens(account=own(who)), key)),
-            expect(KeyList, commands.ask(ListKeys(account=own(who)), key)),
-            expect(AccountInfo, commands.ask(GetAccount(account=own(who)), key)),
-        )
+    async def token_rows(who: Principal) -> list[Row]:
+        command = ListTokens(account=own(who))
+        tokens = await expect(TokenList, commands.ask(command, who.account.id))
         now = utcnow()
-        listed = [
+        return [
             Row(t.token_id, "tokens", t.name, t.hint, t.scopes, when(t.created_at) or "",
                 when(t.last_used_at), when(t.expires_at),
                 "current" if t.token_id == who.credential_id
                 else status_of(t.revoked_at, t.expires_at, now))
             for t in tokens.tokens
         ]  # fmt: skip
-        held = [
+
+    async def key_rows(who: Principal) -> list[Row]:
+        keys = await expect(KeyList, commands.ask(ListKeys(account=own(who)), who.account.id))
+        now = utcnow()
+        return [
             Row(k.key_id, "keys", k.name, k.prefix, k.scopes, when(k.created_at) or "",
                 when(k.last_used_at), when(k.expires_at),
                 status_of(k.revoked_at, k.expires_at, now))
             for k in keys.keys
         ]  # fmt: skip
-        return listed, held, info
 
     async def overview(
         request: Request, status: int = 200, section: str = "", error: str | None = None
     ) -> Response:
         """The settings page; after a refused form, with `error` (English: the template
         translates it) beside that form's `section`."""
-        tokens, keys, info = await rows(principal_of(request.scope))
+        who = principal_of(request.scope)
+        tokens, keys, info = await asyncio.gather(
+            token_rows(who),
+            key_rows(who),
+            expect(AccountInfo, commands.ask(GetAccount(account=own(who)), who.account.id)),
+        )
         return signed(
             request,
             "settings.html",
@@ -200,10 +204,12 @@ def account_routes(commands: Commands, pages: Pages) -> APIRouter:  # noqa: PLR0
 
     @router.get("/{kind}/{item_id}/revoke")
     async def confirm_revoke(kind: str, item_id: str, request: Request) -> Response:
+        if kind not in ("tokens", "keys"):
+            raise ApiError(Error.NOT_FOUND)
         who = principal_of(request.scope)
-        tokens, keys, _ = await rows(who)
-        found = [r for r in (tokens if kind == "tokens" else keys) if r.id == item_id]
-        if kind not in ("tokens", "keys") or not found or found[0].status == "revoked":
+        listed = await (token_rows(who) if kind == "tokens" else key_rows(who))
+        found = [r for r in listed if r.id == item_id]
+        if not found or found[0].status == "revoked":
             raise ApiError(Error.NO_SUCH_RESOURCE)
         return signed(request, "revoke.html", item=found[0])
 
