@@ -21,6 +21,7 @@ from authbus_dev.fleet import Fleet, Instance, Ports, Service
 from authbus_dev.infra import InfraConfig
 from authbus_dev.paths import VENV_BIN
 from authbus_dev.ports import free_port, free_port_run
+from bench.verify_over_kafka.interrupts import uninterrupted
 
 from . import configs
 from .procs import BenchError, pin
@@ -108,7 +109,8 @@ class Authbus:
             pin(pid, cpus)
             yield instance, pid
         finally:
-            fleet.stop(instance)
+            with uninterrupted():
+                fleet.stop(instance)
 
 
 def metric_sum(url: str, name: str, **labels: str) -> float:
