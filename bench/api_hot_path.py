@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import httpx
 import uvicorn
@@ -52,6 +53,7 @@ from authbus_api.http.limits import EdgeLimits
 from authbus_api.http.server import edge_protocol
 from authbus_api.metrics import ApiMetrics
 from authbus_api.rate import RateLimiter
+from authbus_api.usage import UsageReporter
 from authbus_dev.ports import free_port
 from authbus_ratelimit.core.leases import LeaseBook
 from authbus_shared.authz_client import AuthzKeys, Verdict
@@ -69,6 +71,7 @@ from authbus_shared.contracts.ratelimit import (
     LeasePolicy,
     ReleaseLease,
 )
+from authbus_shared.kafka.producer import Publisher
 from authbus_shared.ops import ASGIApp, Probes, Receive, Scope, Send, ops_app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +155,22 @@ class NoUsage:
         return None
 
 
+class DroppedReports:
+    """Where the usage reporter would publish; it is never started here, so nothing is."""
+
+    async def publish(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def usage_reporter() -> UsageReporter:
+    """The api's real usage reporter (each request records its credential's use), not
+    started: the hot path pays `used`, never a publish."""
+    publisher = cast(Publisher, DroppedReports())
+    return UsageReporter(
+        publisher, topic="auth.usage.v1", instance_id="bench", interval=timedelta(seconds=1)
+    )
+
+
 def fresh_trust() -> Trust:
     """A changes feed that stays fresh (heartbeats stamped far ahead): the bench measures the
     freshness check, never a re-verification."""
@@ -175,7 +194,7 @@ def gated_app() -> ASGIApp:
         authz=StandInAuthz(),
         limiter=RateLimiter(Quota("bench"), StandInOwner(LeaseBook())),
         policies=(RatePolicy(lease, scope="account"),),
-        usage=NoUsage(),
+        usage=usage_reporter(),
         metrics=metrics,
         trust=fresh_trust(),  # the freshness check runs on every request, as in the api
     )

@@ -11,6 +11,7 @@ from authbus_api.core.access import (
     Denied,
     Principal,
     Routed,
+    RouteMemo,
     judge,
     route,
 )
@@ -150,3 +151,29 @@ def test_a_path_parameter_template_covers_its_bare_prefix() -> None:
 def test_a_template_must_be_canonical(template: str) -> None:
     with pytest.raises(TemplateError):
         compile_template(template)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.raw)
+def test_a_remembered_route_is_the_route_judged_afresh(variant: Variant) -> None:
+    """Issue #13: forward auth remembers `route`'s answers; asked twice (the second from the
+    memo), every variant gets exactly the answer `route` gives."""
+    memo = RouteMemo(TABLE)
+    path, _ = split_target(variant.raw)
+    fresh = route(TABLE, "GET", path)
+    assert memo("GET", path) == fresh
+    assert memo("GET", path) == fresh
+
+
+def test_the_route_memo_is_bounded_and_keeps_only_short_routed_paths() -> None:
+    memo = RouteMemo(TABLE, size=3)
+    for i in range(10):
+        assert isinstance(memo("GET", f"/v1/items/{i}"), Routed)
+        assert len(memo._memo) <= 3
+    memo._memo.clear()
+    long = "/v1/items/" + "1" * RouteMemo.MAX_PATH
+    assert isinstance(memo("GET", long), Routed)
+    assert isinstance(memo("GET", "/nowhere"), Denied)
+    assert isinstance(memo("GET", "/admin/%2F"), Denied)
+    assert memo._memo == {}  # neither a long path nor a refusal is kept
+    unmatched = RouteMemo(TABLE, unmatched="authenticate")
+    assert unmatched("GET", "/nowhere") == route(TABLE, "GET", "/nowhere", unmatched="authenticate")

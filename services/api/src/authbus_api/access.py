@@ -8,8 +8,8 @@ A request without a valid credential (a 401) is counted per client address (R6) 
 answer, and answered 429 instead once that address is over its limit. A route that needs no
 credential (sign-up, login) is counted per client address too.
 
-Every adapter (gateway, forward auth, the api's own routes) calls `check` or `admit` and
-translates the value: nothing here raises for a refusal.
+Every adapter (gateway, forward auth, the api's own routes) routes with `core.access`, calls
+`admit` and translates the value: nothing here raises for a refusal.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from authbus_api.core.access import Allowed, Denied, Routed, Unmatched, judge, route
+from authbus_api.core.access import Allowed, Denied, Routed, judge
 from authbus_api.core.errors import Error
-from authbus_api.core.routing import RouteTable
 from authbus_api.gate import Gate
 
 # Answers to requests without valid credentials: these count per client address (R6).
@@ -37,22 +36,6 @@ class Admitted:
 @dataclass
 class Access:
     gate: Gate
-
-    async def check(
-        self,
-        table: RouteTable,
-        method: str,
-        raw_path: str,
-        authorization: str | None,
-        client: str,
-        *,
-        unmatched: Unmatched = "deny",
-    ) -> Admitted | Denied:
-        """The whole decision for a request as sent: its method, its raw path."""
-        routed = route(table, method, raw_path, unmatched=unmatched)
-        if isinstance(routed, Denied):
-            return routed
-        return await self.admit(routed, authorization, client)
 
     async def admit(
         self, routed: Routed, authorization: str | None, client: str

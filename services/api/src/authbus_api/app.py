@@ -269,6 +269,6 @@ def edge(app: ASGIApp, ops: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
             route = str(scope.get(ROUTE) or "unmatched")
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
             metrics.request_count(route, method, str(status)).inc()
-            metrics.request_time(route).observe(time.perf_counter() - started)
+            metrics.request_time.observe(route, time.perf_counter() - started)
 
     return asgi

@@ -38,6 +38,7 @@ from authbus_shared.kafka.rpc import RpcTimeout
 
 log = structlog.get_logger(__name__)
 
+MEMO = 4096  # subjects whose rate needs are remembered (`Gate._needs`)
 CHALLENGE = 'Bearer realm="authbus", Basic realm="authbus", charset="UTF-8"'
 INVALID_CHALLENGE = (
     'Bearer realm="authbus", error="invalid_token", Basic realm="authbus", charset="UTF-8"'
@@ -91,6 +92,7 @@ class Gate:
     reverify_timeout: timedelta = timedelta(milliseconds=500)
     _inflight: dict[bytes, asyncio.Future[CachedVerdict | Denied]] = field(default_factory=dict)
     _applying: dict[tuple[Scope, str], tuple[RatePolicy, ...]] = field(default_factory=dict)
+    _memo: dict[tuple[str, str], tuple[Need, ...]] = field(default_factory=dict)
 
     async def identify(
         self, authorization: str | None, client: str | None = None
@@ -231,12 +233,22 @@ class Gate:
         """The same for a request without valid credentials, per client address (R6)."""
         return await self._rate("address", f"addr:{address}", route, {})
 
-    def _needs(self, scope: Scope, subject: str, route: str) -> list[Need]:
+    def _needs(self, scope: Scope, subject: str, route: str) -> tuple[Need, ...]:
+        """The needs of a request of `subject` on `route`; remembered for the subjects seen
+        lately (at most `MEMO`, all forgotten when full), so a hot subject's limit keys are
+        not built anew on every request."""
+        needs = self._memo.get((route, subject))
+        if needs is not None:
+            return needs
         applying = self._applying.get((scope, route))
         if applying is None:  # route ids are templates: bounded
             applying = tuple(p for p in self.policies if p.applies(route, scope))
             self._applying[(scope, route)] = applying
-        return [Need(p, subject) for p in applying]
+        needs = tuple([Need(p, subject) for p in applying])
+        if len(self._memo) >= MEMO:
+            self._memo.clear()
+        self._memo[(route, subject)] = needs
+        return needs
 
     async def _rate(
         self, scope: Scope, subject: str, route: str, extra: dict[str, str]
@@ -261,7 +273,7 @@ class Gate:
         self._count(needs, "unavailable")
         return Denied(Error.UNAVAILABLE, {"Retry-After": "1"} | extra)
 
-    def _count(self, needs: list[Need], result: str) -> None:
+    def _count(self, needs: tuple[Need, ...], result: str) -> None:
         for need in needs:
             self.metrics.rate_decision(need.policy.lease.name, result).inc()
 
@@ -271,13 +283,20 @@ def rate_headers(states: tuple[RateState, ...], now: datetime) -> dict[str, str]
     tightest one (least remaining) in the classic `X-RateLimit-*`."""
     if not states:
         return {}
-    tightest = min(states, key=lambda s: s.remaining)
-    return {
-        "RateLimit-Policy": ", ".join(f'"{s.policy}";q={s.limit};w={s.window_s}' for s in states),
-        "RateLimit": ", ".join(
+    if len(states) == 1:  # the common case, without the joins
+        tightest = one = states[0]
+        policies = f'"{one.policy}";q={one.limit};w={one.window_s}'
+        left = f'"{one.policy}";r={one.remaining};t={seconds_until(one.reset_at, now, least=0)}'
+    else:
+        tightest = min(states, key=lambda s: s.remaining)
+        policies = ", ".join(f'"{s.policy}";q={s.limit};w={s.window_s}' for s in states)
+        left = ", ".join(
             f'"{s.policy}";r={s.remaining};t={seconds_until(s.reset_at, now, least=0)}'
             for s in states
-        ),
+        )
+    return {
+        "RateLimit-Policy": policies,
+        "RateLimit": left,
         "X-RateLimit-Limit": str(tightest.limit),
         "X-RateLimit-Remaining": str(tightest.remaining),
         "X-RateLimit-Reset": str(math.ceil(tightest.reset_at.timestamp())),
@@ -286,4 +305,4 @@ def rate_headers(states: tuple[RateState, ...], now: datetime) -> dict[str, str]
 
 def seconds_until(at: datetime, now: datetime, *, least: int = 1) -> int:
     """Whole seconds to wait, rounded up: a client that obeys never comes back too early."""
-    return max(least, math.ceil((at - now) / timedelta(seconds=1)))
+    return max(least, math.ceil((at - now).total_seconds()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
@@ -21,6 +22,27 @@ log = structlog.get_logger(__name__)
 MAX_PER_REPORT = 5_000
 
 
+@dataclass(slots=True)
+class _Seen:
+    """One credential's uses since the last report. Kept as a plain record and made into the
+    contract's `Use` only when sent: a pydantic model per request cost several µs of the hot
+    path (issue #13)."""
+
+    method: AuthMethod
+    account_id: str
+    last_used_at: datetime
+    count: int = 1
+
+    def use(self, credential_id: str) -> Use:
+        return Use(
+            credential_id=credential_id,
+            method=self.method,
+            account_id=self.account_id,
+            last_used_at=self.last_used_at,
+            count=self.count,
+        )
+
+
 class UsageReporter:
     def __init__(
         self, publisher: Publisher, *, topic: str, instance_id: str, interval: timedelta
@@ -29,21 +51,18 @@ class UsageReporter:
         self._topic = topic
         self._instance = instance_id
         self._interval = interval.total_seconds()
-        self._pending: dict[str, Use] = {}
+        self._pending: dict[str, _Seen] = {}
         self._task: asyncio.Task[None] | None = None
 
     def used(self, who: Principal, at: datetime) -> None:
         if who.credential_id is None or who.method is AuthMethod.PASSWORD:
             return  # a password has no record to touch
         seen = self._pending.get(who.credential_id)
-        count = seen.count + 1 if seen else 1
-        self._pending[who.credential_id] = Use(
-            credential_id=who.credential_id,
-            method=who.method,
-            account_id=who.account.id,
-            last_used_at=at,
-            count=count,
-        )
+        if seen is None:
+            self._pending[who.credential_id] = _Seen(who.method, who.account.id, at)
+        else:
+            seen.count += 1
+            seen.last_used_at = at
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="usage-reporter")
@@ -65,11 +84,17 @@ class UsageReporter:
 
     async def flush(self) -> None:
         while self._pending:
-            batch = dict(list(self._pending.items())[:MAX_PER_REPORT])
-            report = CredentialsUsed(uses=tuple(batch.values()))
+            batch = list(self._pending.items())[:MAX_PER_REPORT]
+            sent = {cid: seen.count for cid, seen in batch}  # what this report says
+            report = CredentialsUsed(uses=tuple(seen.use(cid) for cid, seen in batch))
             await self._publisher.publish(
                 self._topic, wrap(report, producer=self._instance, now=utcnow()), key=self._instance
             )
-            for cid, use in batch.items():
-                if self._pending.get(cid) is use:
+            for cid, count in sent.items():
+                seen = self._pending.get(cid)
+                if seen is None:
+                    continue
+                if seen.count == count:
                     del self._pending[cid]
+                else:  # used again while the report was sent: the rest goes next time
+                    seen.count -= count

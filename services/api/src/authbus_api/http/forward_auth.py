@@ -19,11 +19,11 @@ has is denied (404) unless the deployment sets `AUTHBUS_API_FORWARD_AUTH__UNMATC
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from authbus_api.access import Access, Admitted
-from authbus_api.core.access import Denied, Unmatched
+from authbus_api.core.access import Denied, RouteMemo, Unmatched
 from authbus_api.core.errors import Error
 from authbus_api.core.identity import identity_headers
 from authbus_api.core.paths import split_target
@@ -58,6 +58,10 @@ class ForwardAuth:
     declared: RouteTable
     dialect: Dialect = "nginx"
     unmatched: Unmatched = "deny"
+    _routes: RouteMemo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_routes", RouteMemo(self.declared, unmatched=self.unmatched))
 
     def serves(self, path: str) -> bool:
         """Whether a (normalised) path is forward auth's in this dialect: Envoy appends the
@@ -73,15 +77,10 @@ class ForwardAuth:
         asked = original(self.dialect, facts)
         if isinstance(asked, Denied):
             return {}, asked
-        method, raw_path = asked
-        result = await self.access.check(
-            self.declared,
-            method,
-            raw_path,
-            facts.headers.get("authorization"),
-            facts.client,
-            unmatched=self.unmatched,
-        )
+        routed = self._routes(*asked)
+        if isinstance(routed, Denied):
+            return {}, routed
+        result = await self.access.admit(routed, facts.headers.get("authorization"), facts.client)
         if isinstance(result, Denied):
             return {}, result
         return _granted(result), None
