@@ -46,6 +46,7 @@ class PageCommands(CommandsTwin):
     """The management twin, also answering the page's read of the account."""
 
     grant: tuple[str, ...] = ("read", "write")
+    totp: bool = False
 
     async def ask(self, command: Contract, key: str) -> Contract:
         if isinstance(command, GetAccount):
@@ -54,7 +55,7 @@ class PageCommands(CommandsTwin):
             return AccountInfo(
                 account=account,
                 scopes=self.grant,
-                totp_enabled=False,
+                totp_enabled=self.totp,
                 disabled=False,
                 created_at=utcnow(),
             )
@@ -508,3 +509,20 @@ async def test_no_form_makes_a_500(
     response = await SHARED_CLIENT.post(path, content=content, headers={**FORM, "Cookie": cookie})
 
     assert response.status_code != 500, response.text
+
+
+async def test_every_code_field_is_labelled_and_required_except_at_sign_in(
+    client: httpx.AsyncClient, commands: PageCommands
+) -> None:
+    """The authenticator-code field comes from one macro (`_fields.html`)."""
+    commands.totp = True
+    sign_in = (await client.get("/settings/sign-in")).text
+    field = re.search(r'<input id="code" name="code"[^>]*>', sign_in)
+    assert field is not None and "required" not in field.group(0)
+    assert '<label for="code">' in sign_in
+    page = (await client.get("/settings", headers=signed_in())).text
+    fields = list(re.finditer(r'<input id="([\w-]+)" name="code"[^>]*>', page))
+    assert [f.group(1) for f in fields] == ["create-code", "disable-code", "password-code"]
+    for found in fields:
+        assert " required" in found.group(0)
+        assert f'<label for="{found.group(1)}">' in page
