@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.unit.test_manage_http import CommandsTwin, build
+from tests.manage_twins import CommandsTwin, build
 
 
 @pytest.fixture

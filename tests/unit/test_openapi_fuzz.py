@@ -15,7 +15,7 @@ from authbus_api.metrics import ApiMetrics
 from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import Probes, ops_app
 from tests.api_twins import twin_gate
-from tests.unit.test_manage_http import CommandsTwin
+from tests.manage_twins import CommandsTwin
 
 _registry = CollectorRegistry()
 _metrics = ApiMetrics(_registry)

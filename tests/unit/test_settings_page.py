@@ -15,12 +15,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
-from authbus_api.app import HttpOptions, build_http
 from authbus_api.core.sessions import Sessions, cookie_value, csrf_ok, csrf_token, lifetime_s
-from authbus_api.metrics import ApiMetrics
-from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.contracts.authz import AccountView
 from authbus_shared.contracts.commands import (
     AccountInfo,
@@ -32,9 +28,8 @@ from authbus_shared.contracts.commands import (
     SealedPasswordChange,
 )
 from authbus_shared.contracts.envelope import Contract, utcnow
-from authbus_shared.ops import Probes, ops_app
-from tests.api_twins import ScriptedAuthz, twin_gate
-from tests.unit.test_manage_http import VERDICTS, CommandsTwin
+from tests import manage_twins
+from tests.manage_twins import CommandsTwin
 
 SESSION = "__Host-authbus_session"
 NONCE = "__Host-authbus_presession"
@@ -65,13 +60,7 @@ class PageCommands(CommandsTwin):
 def build(
     commands: CommandsTwin, sessions: Sessions | None = None, *, limited: bool = True
 ) -> httpx.AsyncClient:
-    registry = CollectorRegistry()
-    metrics = ApiMetrics(registry)
-    policies = None if limited else ()  # the default policies, or none
-    gate = twin_gate(metrics, authz=ScriptedAuthz(dict(VERDICTS)), policies=policies)
-    options = HttpOptions(commands=commands, sessions=sessions or Sessions())
-    app = build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://api")
+    return manage_twins.build(commands, sessions=sessions, limited=limited, base_url="https://api")
 
 
 @pytest.fixture
