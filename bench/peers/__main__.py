@@ -42,6 +42,7 @@ from pathlib import Path
 
 import httpx
 
+from authbus_dev.infra import InfraError
 from bench.api_hot_path import HEY_MODULE, REPO, ensure_hey
 from bench.harness import local_infrastructure, running
 from bench.peers import build
@@ -55,6 +56,9 @@ from .report import Result, ratios, table
 from .rows import CACHED, ROWS, Run, Serve
 
 WARM_UP_S = 2.0
+# what fails one row (a server that would not start or answered wrong, hey that failed), not
+# the run: the other rows still run, and the run exits 1
+ROW_FAILURES = (BenchError, InfraError, httpx.HTTPError, subprocess.SubprocessError, ValueError)
 ORDERS = ("forward", "reverse")
 
 
@@ -125,8 +129,8 @@ def measure(run: Run, name: str, serve: Serve, opts: Options, order: str) -> Res
             loaded = hey(seconds=opts.seconds)
             after = serving.counts()
             rss = peak_rss_mib(serving.pids)
-    except BenchError as exc:
-        progress(f"ROW FAILED: {exc}")
+    except ROW_FAILURES as exc:
+        progress(f"ROW FAILED: {name} ({order}): {exc}")
         return Result(name, order, problems=[str(exc)])
     counted = {key: after[key] - before.get(key, 0.0) for key in after}
     notes, problems = serving.judge(counted, loaded)

@@ -4,17 +4,21 @@ is never lost), the peers' configs, the CPU split and the table."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
 import pytest
 from bench.peers import configs
-from bench.peers.__main__ import split_cpus
+from bench.peers.__main__ import Options, measure, split_cpus
 from bench.peers.load import Loaded, Target, hey_command, parse_hey, status_field
+from bench.peers.procs import BenchError
 from bench.peers.report import Result, line, ratios, table
+from bench.peers.rows import Run, Serving
 from cryptography.hazmat.primitives.asymmetric import ec
 
 HEY_REPORT = """
@@ -222,3 +226,20 @@ def test_ratios_are_authbus_cached_over_each_peer_per_order() -> None:
 
     assert oathkeeper.split()[1:] == ["3.00", "0.07", "2.00", "0.10"]
     assert gubernator.split()[1:] == ["-", "-", "-", "-"]
+
+
+def test_a_wrong_answer_fails_its_row_loudly_and_the_run_goes_on() -> None:
+    def check() -> None:
+        raise BenchError("Oathkeeper /decisions (jwt): a tampered token got 200, not 401")
+
+    @contextlib.contextmanager
+    def accepts_a_tampered_token(run: Run) -> Iterator[Serving]:
+        check()  # as the real rows check, before any load
+        yield Serving(Target("http://127.0.0.1:1/"), [])
+
+    opts = Options(seconds=1, concurrency=1, cores=1, keep=False)
+    result = measure(None, "peer", accepts_a_tampered_token, opts, "forward")  # type: ignore[arg-type]
+
+    assert result.failed
+    assert result.loaded is None
+    assert "a tampered token got 200" in line(result)
