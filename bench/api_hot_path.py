@@ -1,23 +1,29 @@
-"""The api's hot path against the framework it runs on (issue #5 item 9), in one run.
+"""The api's hot path against the servers it is built from (issue #5 item 9, issue #13 item
+3), in one run.
 
-    .venv/bin/python -m bench.api_hot_path [--seconds 10] [--concurrency 32]
+    .venv/bin/python -m bench.api_hot_path [--seconds 10] [--concurrency 32] [--rounds 2]
 
-Three servers, each one uvicorn worker (uvloop, httptools, no access log) in its own process,
-loaded one after the other by `hey` (Go, fetched into `.cache/go` by this script) from another
-process for `--seconds` at `--concurrency` connections:
-- `raw ASGI hello`: an ASGI callable answering "hello": the ceiling of one worker here.
-- `bare FastAPI hello`: a FastAPI app with one route returning {"hello": "world"}.
-- `gated forward-auth`: the real api app (`build_http`, as `authbus_api.runner` builds it)
-  answering `GET /v0/forward-auth` in nginx's dialect for `GET /v1/things/42`, a declared
-  route that needs the scope `read`, with a Bearer credential that is in its verdict cache
-  (one warm-up request put it there), and the rate check on local leases of a per-account
-  policy of 100,000,000 per minute so nothing is refused. authz and the lease owner are
-  in-memory stand-ins (no Kafka): the hot path asks neither.
-Every answer must be 200 (checked: hey's status histogram), else the row says so.
+The servers (`bench/hot_path_servers.py`), each one uvicorn worker in its own process,
+configured as the api's runner configures uvicorn:
+- `raw ASGI hello` and `bare FastAPI hello`: what one worker and the framework cost;
+- `gated forward-auth`: the real api app answering `GET /v0/forward-auth` in nginx's dialect
+  for `GET /v1/things/42`, a declared route that needs the scope `read`, with a cached Bearer
+  credential, a rate check and the credential's use recorded;
+- `gateway (proxied)`: the same app serving `GET /v1/things/42` itself: the same checks,
+  then the request goes on to an upstream (a raw ASGI hello in a process of its own);
+- `plain httpx proxy`: the same upstream behind a proxy that checks nothing.
+Pinning (on 2 or more cores): every server runs on the last `--cores` CPUs (`taskset`), the
+load generator and the upstream on the others, so the server under test has its cores to
+itself. Each server is loaded by `hey` (Go, fetched into `.cache/go`) for `--seconds` at
+`--concurrency` connections after a 2 s warm-up that is thrown away; `--rounds` runs every
+row that many times, the order reversed each round. Every answer must be 200 (hey's status
+histogram), else the row says so.
 
-Printed per server: requests per second, p50 and p99 latency (hey's), and the ratios to the
-bare FastAPI hello. Target (issue #5): the gated check at >= 1.0x the bare FastAPI hello's
-requests per second, with p99 within 2x of it.
+Printed per row and round: requests per second, p50 and p99 latency (hey's); then the mean of
+the rounds and the targets, each met or missed:
+- issue #13: the gated check at >= 0.5x the raw ASGI hello's req/s, p99 <= 1.5x its p99;
+- issue #5: the gated check at >= 1.0x the bare FastAPI hello's req/s, p99 <= 2x its p99;
+- and the gateway's cost against the plain proxy (a ratio, no target).
 """
 
 from __future__ import annotations
@@ -26,213 +32,37 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
-from authbus_api.app import HttpOptions, build_http
-from authbus_api.core.access import Principal
-from authbus_api.core.freshness import Freshness, Trust
-from authbus_api.core.quota import Quota
-from authbus_api.core.rates import RatePolicy
-from authbus_api.core.routing import RouteSpec, RouteTable
-from authbus_api.core.verdict_cache import CredentialDigest, VerdictCache
-from authbus_api.gate import Gate
-from authbus_api.http.errors import ErrorStyle
-from authbus_api.http.limits import EdgeLimits
-from authbus_api.http.server import edge_protocol
-from authbus_api.metrics import ApiMetrics
-from authbus_api.rate import RateLimiter
-from authbus_api.usage import UsageReporter
 from authbus_dev.ports import free_port
-from authbus_ratelimit.core.leases import LeaseBook
-from authbus_shared.authz_client import AuthzKeys, Verdict
-from authbus_shared.contracts.authz import (
-    AccountView,
-    AuthMethod,
-    CredentialVerified,
-    Outcome,
-    SealedCredential,
-)
-from authbus_shared.contracts.envelope import utcnow
-from authbus_shared.contracts.ratelimit import (
-    AcquireLease,
-    LeaseGranted,
-    LeasePolicy,
-    ReleaseLease,
-)
-from authbus_shared.kafka.producer import Publisher
-from authbus_shared.ops import ASGIApp, Probes, Receive, Scope, Send, ops_app
+from bench.hot_path_servers import FASTAPI, GATED, GATEWAY, PROXY, RAW
 
 REPO = Path(__file__).resolve().parents[1]
 GO_CACHE = REPO / ".cache" / "go"
 HEY = GO_CACHE / "bin" / "hey"
 HEY_MODULE = "github.com/rakyll/hey@v0.1.4"
 TOKEN = "bench-token"
-FASTAPI = "bare FastAPI hello"
-GATED = "gated forward-auth"
-PATHS = {"raw ASGI hello": "/", FASTAPI: "/hello", GATED: "/v0/forward-auth"}
-AUTH = {
-    "Authorization": f"Bearer {TOKEN}",
-    "X-Original-Method": "GET",  # nginx's auth_request dialect (the default)
-    "X-Original-URI": "/v1/things/42?full=1",
+ROWS = (RAW, FASTAPI, GATED, GATEWAY, PROXY)
+PATHS = {RAW: "/", FASTAPI: "/hello", GATED: "/v0/forward-auth", GATEWAY: "/v1/things/42"}
+PATHS[PROXY] = "/v1/things/42"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+HEADERS: dict[str, dict[str, str]] = {
+    GATED: BEARER
+    | {
+        "X-Original-Method": "GET",  # nginx's auth_request dialect (the default)
+        "X-Original-URI": "/v1/things/42?full=1",
+    },
+    GATEWAY: BEARER,
 }
-
-
-# --- the servers (each in a child process: `python -m bench.api_hot_path serve NAME PORT`) ----
-
-
-async def raw_hello(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] != "http":
-        return
-    start = {
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-type", b"text/plain")],
-    }
-    await send(start)
-    await send({"type": "http.response.body", "body": b"hello"})
-
-
-def fastapi_hello() -> ASGIApp:
-    app = FastAPI()
-
-    @app.get("/hello")
-    async def hello() -> dict[str, str]:
-        return {"hello": "world"}
-
-    return app
-
-
-VALID = CredentialVerified(
-    outcome=Outcome.VALID,
-    account=AccountView(id="acc-bench", email="bench@example.com"),
-    scopes=("read",),
-    method=AuthMethod.TOKEN,
-    credential_id="t-bench",
-)
-
-
-class StandInAuthz:
-    """authz for the first (and only) cache miss."""
-
-    async def verify(
-        self,
-        credential: SealedCredential,
-        *,
-        partition_key: bytes,
-        client: str | None = None,
-        within: timedelta | None = None,
-    ) -> Verdict:
-        return VALID
-
-
-@dataclass
-class StandInOwner:
-    """The lease owner in memory (the real lease book)."""
-
-    book: LeaseBook
-
-    async def acquire(self, ask: AcquireLease) -> LeaseGranted:
-        return self.book.acquire(ask, utcnow()).reply
-
-    async def release(self, release: ReleaseLease) -> None:
-        self.book.release(release, utcnow())
-
-
-class NoUsage:
-    def used(self, who: Principal, at: datetime) -> None:
-        return None
-
-
-class DroppedReports:
-    """Where the usage reporter would publish; it is never started here, so nothing is."""
-
-    async def publish(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-def usage_reporter() -> UsageReporter:
-    """The api's real usage reporter (each request records its credential's use), not
-    started: the hot path pays `used`, never a publish."""
-    publisher = cast(Publisher, DroppedReports())
-    return UsageReporter(
-        publisher, topic="auth.usage.v1", instance_id="bench", interval=timedelta(seconds=1)
-    )
-
-
-def fresh_trust() -> Trust:
-    """A changes feed that stays fresh (heartbeats stamped far ahead): the bench measures the
-    freshness check, never a re-verification."""
-    view = Freshness(partitions=3)
-    for partition in range(3):
-        view.heard(partition, datetime(2999, 1, 1, tzinfo=UTC))
-    return Trust(view)
-
-
-def gated_app() -> ASGIApp:
-    """The api as `authbus_api.runner` builds it, on in-memory stand-ins for authz and the
-    lease owner (the hot path asks neither)."""
-    registry = CollectorRegistry()
-    metrics = ApiMetrics(registry)
-    lease = LeasePolicy(name="global", limit=100_000_000, window_s=60, lockout_s=60)
-    gate = Gate(
-        cache=VerdictCache(
-            max_entries=100_000, ttl=timedelta(seconds=600), negative_ttl=timedelta(seconds=5)
-        ),
-        digest=CredentialDigest(),
-        authz=StandInAuthz(),
-        limiter=RateLimiter(Quota("bench"), StandInOwner(LeaseBook())),
-        policies=(RatePolicy(lease, scope="account"),),
-        usage=usage_reporter(),
-        metrics=metrics,
-        trust=fresh_trust(),  # the freshness check runs on every request, as in the api
-    )
-    routes = RouteTable(
-        [
-            RouteSpec(
-                "/v1/things/{id}", frozenset({"GET"}), "http://unused", scopes=frozenset({"read"})
-            )
-        ]
-    )
-    options = HttpOptions(routes=routes)
-    return build_http(gate, AuthzKeys(), metrics, ops_app(registry, Probes()), options)
-
-
-SERVERS: dict[str, Callable[[], ASGIApp]] = {
-    "raw ASGI hello": lambda: raw_hello,
-    FASTAPI: fastapi_hello,
-    GATED: gated_app,
-}
-
-
-def serve(name: str, port: int) -> None:
-    """One server; the gated one with the api's own server protocol (the edge's head limits,
-    `authbus_api.http.server`), as `authbus_api.runner` serves it."""
-    protocol = edge_protocol(EdgeLimits(), ErrorStyle()) if name == GATED else "httptools"
-    uvicorn.run(
-        SERVERS[name](),
-        host="127.0.0.1",
-        port=port,
-        http=protocol,
-        loop="uvloop",
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-    )
-
-
-# --- the bench ------------------------------------------------------------------------------
 
 
 def ensure_hey() -> Path:
@@ -266,19 +96,37 @@ def wait_up(port: int, path: str, headers: dict[str, str]) -> None:
 
 
 @dataclass(frozen=True)
+class Pinning:
+    """Which CPUs the servers get, and which the load generator (and upstream) get."""
+
+    server: str | None = None
+    load: str | None = None
+
+    @classmethod
+    def split(cls, cores: int) -> Pinning:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2 or shutil.which("taskset") is None:
+            return cls()
+        cores = max(1, min(cores, len(cpus) - 1))
+        server, load = cpus[-cores:], cpus[:-cores]
+        return cls(",".join(map(str, server)), ",".join(map(str, load)))
+
+    def server_cmd(self, command: list[str]) -> list[str]:
+        return ["taskset", "-c", self.server, *command] if self.server else command
+
+    def load_cmd(self, command: list[str]) -> list[str]:
+        return ["taskset", "-c", self.load, *command] if self.load else command
+
+
+@dataclass(frozen=True)
 class Load:
     seconds: float
     concurrency: int
+    pinning: Pinning = Pinning()
 
 
-def load(port: int, name: str, how: Load) -> dict[str, float]:
-    """hey against one server: requests per second, p50/p99 ms, non-200 answers."""
-    args = [str(ensure_hey()), "-z", f"{how.seconds}s", "-c", str(how.concurrency)]
-    for key, value in (AUTH if name == GATED else {}).items():
-        args += ["-H", f"{key}: {value}"]
-    out = subprocess.run(
-        [*args, f"http://127.0.0.1:{port}{PATHS[name]}"], capture_output=True, text=True, check=True
-    ).stdout
+def hey_figures(out: str) -> dict[str, float]:
+    """Requests per second, p50/p99 ms and non-200 answers from hey's report."""
 
     def number(pattern: str) -> float:
         found = re.search(pattern, out)
@@ -295,53 +143,110 @@ def load(port: int, name: str, how: Load) -> dict[str, float]:
     }
 
 
-def measure(name: str, how: Load) -> dict[str, float]:
+def load(port: int, name: str, how: Load) -> dict[str, float]:
+    """hey against one server."""
+    args = [str(ensure_hey()), "-z", f"{how.seconds}s", "-c", str(how.concurrency)]
+    for key, value in HEADERS.get(name, {}).items():
+        args += ["-H", f"{key}: {value}"]
+    command = how.pinning.load_cmd([*args, f"http://127.0.0.1:{port}{PATHS[name]}"])
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return hey_figures(out)
+
+
+@contextmanager
+def server(name: str, pinned: list[str], upstream: str = "") -> Iterator[int]:
+    """One server (`bench.hot_path_servers`) on a free port, stopped on the way out."""
     port = free_port()
-    command = [sys.executable, "-m", "bench.api_hot_path", "serve", name, str(port)]
-    server = subprocess.Popen(command, cwd=REPO)
+    command = [sys.executable, "-m", "bench.hot_path_servers", name, str(port), upstream]
+    process = subprocess.Popen(pinned + command, cwd=REPO)
     try:
-        wait_up(port, PATHS[name], AUTH if name == GATED else {})  # gated: now in the cache
-        load(port, name, Load(2, how.concurrency))  # warm-up, thrown away
-        return load(port, name, how)
+        wait_up(port, PATHS.get(name, "/"), HEADERS.get(name, {}))  # gated: now cached
+        yield port
     finally:
-        server.terminate()
-        server.wait(10)
+        process.terminate()
+        process.wait(10)
+
+
+def measure(name: str, how: Load, upstream: str) -> dict[str, float]:
+    pin = how.pinning.server_cmd([])
+    with server(name, pin, upstream) as port:
+        load(port, name, Load(2, how.concurrency, how.pinning))  # warm-up, thrown away
+        return load(port, name, how)
+
+
+def mean(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.fmean(run[key] for run in runs) for key in runs[0]}
+
+
+COLUMNS = ("req/s", "p50 ms", "p99 ms", "x raw req/s", "x raw p99", "non-200")
+
+
+def row(label: str, r: dict[str, float], raw: dict[str, float]) -> str:
+    values = (
+        f"{r['rps']:.0f}",
+        f"{r['p50']:.2f}",
+        f"{r['p99']:.2f}",
+        f"{r['rps'] / raw['rps']:.2f}",
+        f"{r['p99'] / raw['p99']:.2f}",
+        f"{int(r['non200'])}",
+    )
+    return f"{label:<30}" + "".join(f"{v:>13}" for v in values)
+
+
+def verdicts(results: dict[str, dict[str, float]]) -> list[str]:
+    raw, fastapi, gated = results[RAW], results[FASTAPI], results[GATED]
+    ok = not gated["non200"]
+    issue13 = ok and gated["rps"] >= 0.5 * raw["rps"] and gated["p99"] <= 1.5 * raw["p99"]
+    issue5 = ok and gated["rps"] >= fastapi["rps"] and gated["p99"] <= 2 * fastapi["p99"]
+    gateway, proxy = results[GATEWAY], results[PROXY]
+    return [
+        f"gated {gated['rps'] / raw['rps']:.2f}x the raw hello's req/s, p99 "
+        f"{gated['p99'] / raw['p99']:.2f}x (issue #13 target: >= 0.5x, <= 1.5x): "
+        + ("met" if issue13 else "MISSED"),
+        f"gated {gated['rps'] / fastapi['rps']:.2f}x the bare FastAPI hello's req/s, p99 "
+        f"{gated['p99'] / fastapi['p99']:.2f}x (issue #5 target: >= 1.0x, <= 2x): "
+        + ("met" if issue5 else "MISSED"),
+        f"gateway {gateway['rps'] / proxy['rps']:.2f}x the plain httpx proxy's req/s, p99 "
+        f"{gateway['p99'] / proxy['p99']:.2f}x (no target)",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["serve"]:
-        serve(args[1], int(args[2]))
-        return 0
     parser = argparse.ArgumentParser(prog="python -m bench.api_hot_path")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=1, help="CPUs for the server under test")
     opts = parser.parse_args(args)
-    how = Load(opts.seconds, opts.concurrency)
+    how = Load(opts.seconds, opts.concurrency, Pinning.split(opts.cores))
     ensure_hey()
     print(
-        f"api hot path vs its framework: {os.cpu_count()} cores, Python {sys.version.split()[0]},"
-        f" one uvicorn worker per server, hey {how.seconds:g} s at {how.concurrency} connections"
+        f"api hot path: {os.cpu_count()} cores (server on CPUs {how.pinning.server or 'any'}, "
+        f"hey and the upstream on {how.pinning.load or 'any'}), Python "
+        f"{sys.version.split()[0]}, one uvicorn worker per server, hey {how.seconds:g} s at "
+        f"{how.concurrency} connections, {opts.rounds} rounds (order reversed each round)"
     )
     print(f"command: python -m bench.api_hot_path {' '.join(args)}\n")
-    results = {name: measure(name, how) for name in SERVERS}
-    base = results[FASTAPI]
-    columns = ("req/s", "p50 ms", "p99 ms", "x FastAPI req/s", "x FastAPI p99", "non-200")
-    print(f"{'server':<22}" + "".join(f"{c:>16}" for c in columns))
-    for name, r in results.items():
-        row = (
-            f"{r['rps']:.0f}",
-            f"{r['p50']:.2f}",
-            f"{r['p99']:.2f}",
-            f"{r['rps'] / base['rps']:.2f}",
-            f"{r['p99'] / base['p99']:.2f}",
-            f"{int(r['non200'])}",
-        )
-        print(f"{name:<22}" + "".join(f"{v:>16}" for v in row))
-    gated = results[GATED]
-    met = gated["rps"] >= base["rps"] and gated["p99"] <= 2 * base["p99"] and not gated["non200"]
-    verdict = "met" if met else "MISSED"
-    print(f"\ntarget (gated >= 1.0x the bare FastAPI hello's req/s, p99 <= 2x): {verdict}")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in ROWS}
+    with server(RAW, how.pinning.load_cmd([])) as upstream_port:
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        for round_ in range(opts.rounds):
+            order = ROWS if round_ % 2 == 0 else tuple(reversed(ROWS))
+            for name in order:
+                runs[name].append(measure(name, how, upstream))
+    print(f"{'server (round)':<30}" + "".join(f"{c:>13}" for c in COLUMNS))
+    for round_ in range(opts.rounds):
+        raw = runs[RAW][round_]
+        for name in ROWS:
+            print(row(f"{name} ({round_ + 1})", runs[name][round_], raw))
+    results = {name: mean(r) for name, r in runs.items()}
+    print()
+    for name in ROWS:
+        print(row(f"{name} (mean)", results[name], results[RAW]))
+    print()
+    for line in verdicts(results):
+        print(line)
     return 0
 
 

@@ -50,7 +50,7 @@ from authbus_shared.contracts.ratelimit import (
     LeasePolicy,
     ReleaseLease,
 )
-from bench.api_hot_path import NoUsage, fresh_trust
+from bench.hot_path_servers import NoUsage, fresh_trust
 
 ROUTE = "GET /v1/things/{id}"
 
