@@ -25,6 +25,7 @@ from bench.verify_over_kafka.interrupts import uninterrupted
 
 from . import configs
 from .procs import BenchError, pin
+from .tokens import Minted, mint
 
 PASSWORD = "correct horse battery staple"
 BACKENDS: dict[Service, int] = {"authz": 1, "ratelimit": 1}
@@ -83,14 +84,28 @@ class Authbus:
         answer: dict[str, Any] = json.loads(done.stdout)
         return answer
 
-    def new_token(self) -> str:
-        """A new account, granted the route's scope, and a token with it (ES256)."""
+    def new_account(self) -> str:
+        """A new account, granted the route's scope; its email."""
         email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
         self.admin("account", "create", email, "--password-stdin", stdin=PASSWORD + "\n")
         self.admin("account", "grant-scopes", email, configs.SCOPE)
+        return email
+
+    def new_token(self, email: str) -> str:
+        """A token (ES256) for the account, with the route's scope."""
         made = self.admin("token", "create", email, "--name", "bench", f"--scope={configs.SCOPE}")
         token: str = made["token"]
         return token
+
+    def fresh_tokens(self, email: str, count: int) -> Minted:
+        """`count` more tokens like `new_token`'s, over one operator connection."""
+        return mint(
+            bootstrap=self.infra.bootstrap,
+            topic_prefix=self.prefix,
+            email=email,
+            scopes=(configs.SCOPE,),
+            count=count,
+        )
 
     @contextlib.contextmanager
     def api(self, cpus: str, settings: Mapping[str, str]) -> Iterator[tuple[Instance, int]]:

@@ -7,6 +7,8 @@ proxy into `.cache/go/bin`, skipped when already there.
   module's go.mod needs), so the module is downloaded (`go mod download`), copied out of the
   read-only module cache, and built there with `go build` (about 1.5 min on 2 cores).
 - gubernator v2.13.0: `go install` (newer versions need a newer Go than this machine's).
+- vegeta v12.13.0 (not a peer: the load generator of the uncached row, which sends each request
+  with its own token, as hey cannot): `go install`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from bench.api_hot_path import GO_CACHE
 BIN = GO_CACHE / "bin"
 OATHKEEPER = BIN / "oathkeeper"
 GUBERNATOR = BIN / "gubernator"
+VEGETA = BIN / "vegeta"
 OATHKEEPER_MODULE = "github.com/ory/oathkeeper@v0.40.9"
 GUBERNATOR_MODULE = "github.com/gubernator-io/gubernator/v2/cmd/gubernator@v2.13.0"
+VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.13.0"
 
 
 def go_env() -> dict[str, str]:
@@ -39,14 +43,23 @@ def go_env() -> dict[str, str]:
 def go() -> str:
     found = shutil.which("go")
     if found is None:
-        raise RuntimeError("Go is needed to build the peers (Oathkeeper, gubernator)")
+        raise RuntimeError("Go is needed to build the peers (Oathkeeper, gubernator, vegeta)")
     return found
 
 
+def go_install(module: str, binary: Path) -> Path:
+    """`go install module` into BIN, skipped when `binary` is already there."""
+    if not binary.exists():
+        subprocess.run([go(), "install", module], env=go_env(), check=True, timeout=900)
+    return binary
+
+
 def build_gubernator() -> Path:
-    if not GUBERNATOR.exists():
-        subprocess.run([go(), "install", GUBERNATOR_MODULE], env=go_env(), check=True, timeout=900)
-    return GUBERNATOR
+    return go_install(GUBERNATOR_MODULE, GUBERNATOR)
+
+
+def build_vegeta() -> Path:
+    return go_install(VEGETA_MODULE, VEGETA)
 
 
 def build_oathkeeper() -> Path:
@@ -75,7 +88,12 @@ def build_oathkeeper() -> Path:
 
 
 def main() -> None:
-    for name, build in (("gubernator", build_gubernator), ("oathkeeper", build_oathkeeper)):
+    builds = (
+        ("gubernator", build_gubernator),
+        ("oathkeeper", build_oathkeeper),
+        ("vegeta", build_vegeta),
+    )
+    for name, build in builds:
         started = time.monotonic()
         path = build()
         print(f"{name:<11} {path}  ({time.monotonic() - started:.0f} s)")

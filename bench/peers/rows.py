@@ -5,13 +5,13 @@ gives the bench what to load and what to count, and stops the server again."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -23,14 +23,15 @@ from . import configs
 from .authbus import Authbus, counters
 from .load import Loaded, Target
 from .procs import BenchError, pinned, wait_ready
+from .tokens import TokenPool
+from .vegeta import run_vegeta
 
 CACHED = "authbus forward-auth (cached)"
 UNCACHED = "authbus forward-auth (uncached)"
 OATHKEEPER_ROW = "Oathkeeper /decisions (jwt)"
 GUBERNATOR_ROW = "gubernator GetRateLimits"
-# The verdict cache's ttl must be > 0 (AUTHBUS_API_CACHE_TTL_S): 1 µs, the finest a timedelta
-# holds, so an entry has expired by the next request's lookup and every request misses.
-UNCACHED_SETTINGS = {"AUTHBUS_API_CACHE_TTL_S": "0.000001"}
+# Below this many authz verifications per answer, answers came without asking authz.
+MIN_VERIFICATIONS_PER_ANSWER = 0.95
 
 Counts = Mapping[str, float]
 Judge = Callable[[Counts, Loaded], tuple[list[str], list[str]]]  # -> notes, problems
@@ -41,6 +42,7 @@ class Run:
     """What every row shares."""
 
     hey: Path
+    vegeta: Path
     server_cpus: str
     client_cpus: str
     folder: Path
@@ -48,6 +50,13 @@ class Run:
     backends: Fleet
     token: str
     jwks: Path
+    fresh: TokenPool  # tokens never used, for the uncached row
+
+
+class Load(Protocol):
+    """A row's own load generator (else hey sends `Serving.target` again and again)."""
+
+    def __call__(self, *, seconds: float, concurrency: int, cpus: str) -> Loaded: ...
 
 
 def no_counts() -> Counts:
@@ -60,13 +69,16 @@ def no_judgement(counted: Counts, loaded: Loaded) -> tuple[list[str], list[str]]
 
 @dataclass(frozen=True)
 class Serving:
-    """A row's server, up and checked: what to load, whose memory to read, what to count
-    before and after the load, and what those counts say."""
+    """A row's server, up and checked: what to load (and how, and how long, when not as
+    every row), whose memory to read, what to count before and after the load, and what
+    those counts say."""
 
     target: Target
     pids: list[int]
     counts: Callable[[], Counts] = no_counts
     judge: Judge = no_judgement
+    load: Load | None = None  # None: hey
+    seconds: float | None = None  # None: the run's --seconds
 
 
 Serve = Callable[[Run], contextlib.AbstractContextManager[Serving]]
@@ -107,22 +119,56 @@ def judge_uncached(counted: Counts, loaded: Loaded) -> tuple[list[str], list[str
         f"rate checks/answer {per_answer(counted, 'rate checks', loaded)}",
     ]
     problems = ["the verdict cache answered"] if counted["cache hits"] else []
+    verifications = counted["authz verifications"] / max(loaded.answered, 1)
+    if verifications < MIN_VERIFICATIONS_PER_ANSWER:
+        problems.append(f"only {verifications:.2f} authz verifications per answer")
     return notes, problems
 
 
 @contextlib.contextmanager
-def serve_authbus(
-    run: Run, *, row: str, settings: Mapping[str, str], judge: Judge
-) -> Iterator[Serving]:
-    with run.authbus.api(run.server_cpus, settings) as (instance, pid):
+def serve_cached(run: Run) -> Iterator[Serving]:
+    """The one token again and again: its verdict in the api's cache after the first."""
+    with run.authbus.api(run.server_cpus, {}) as (instance, pid):
         url = f"{instance.url}/v0/forward-auth"
         headers = configs.forward_auth_headers(run.token)
-        check_tokens(row, url, headers, run.token)
+        check_tokens(CACHED, url, headers, run.token)
         yield Serving(
             Target(url, headers=headers),
             [pid],
             counts=lambda: counters(instance, run.backends),
-            judge=judge,
+            judge=judge_cached,
+        )
+
+
+@contextlib.contextmanager
+def serve_uncached(run: Run) -> Iterator[Serving]:
+    """A token never seen before per request (vegeta): each a verdict-cache miss that asks
+    authz; the api with its usual settings."""
+    with run.authbus.api(run.server_cpus, {}) as (instance, pid):
+        url = f"{instance.url}/v0/forward-auth"
+        check_tokens(UNCACHED, url, configs.forward_auth_headers(run.token), run.token)
+        folder = run.folder / "vegeta"
+
+        def load(*, seconds: float, concurrency: int, cpus: str) -> Loaded:
+            tokens = run.fresh.take(seconds)
+            return run_vegeta(
+                run.vegeta,
+                url,
+                tokens,
+                configs.forward_auth_headers,
+                folder,
+                seconds=seconds,
+                concurrency=concurrency,
+                cpus=cpus,
+            )
+
+        yield Serving(
+            Target(url),
+            [pid],
+            counts=lambda: counters(instance, run.backends),
+            judge=judge_uncached,
+            load=load,
+            seconds=run.fresh.load_s,
         )
 
 
@@ -197,10 +243,8 @@ def serve_gubernator(run: Run) -> Iterator[Serving]:
 
 
 ROWS: dict[str, Serve] = {
-    CACHED: functools.partial(serve_authbus, row=CACHED, settings={}, judge=judge_cached),
-    UNCACHED: functools.partial(
-        serve_authbus, row=UNCACHED, settings=UNCACHED_SETTINGS, judge=judge_uncached
-    ),
+    CACHED: serve_cached,
+    UNCACHED: serve_uncached,
     OATHKEEPER_ROW: serve_oathkeeper,
     GUBERNATOR_ROW: serve_gubernator,
 }
