@@ -1,6 +1,7 @@
 """The pure parts of `bench.peers` (the side-by-side with Oathkeeper and gubernator): the
-tampered token no verifier may accept, hey's report read right (a non-200 answer or an error
-is never lost), the peers' configs, the CPU split and the table."""
+tampered token no verifier may accept, hey's and vegeta's reports read right (a non-200 answer
+or an error is never lost), vegeta's targets (one fresh token per request), the fresh tokens
+handed out once, the peers' configs, the CPU split and the table."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from pathlib import Path
 
 import jwt
 import pytest
-from bench.peers import configs
-from bench.peers.__main__ import Options, measure, split_cpus
+from bench.peers import configs, vegeta
+from bench.peers.__main__ import Options, measure, parse_args, split_cpus
 from bench.peers.load import Loaded, Target, hey_command, parse_hey, status_field
 from bench.peers.procs import BenchError
 from bench.peers.report import Result, line, ratios, table
-from bench.peers.rows import Run, Serving
+from bench.peers.rows import Run, Serving, judge_uncached
+from bench.peers.tokens import TokenPool, tokens_needed
 from cryptography.hazmat.primitives.asymmetric import ec
 
 HEY_REPORT = """
@@ -38,6 +40,16 @@ Status code distribution:
 Error distribution:
   [7]\tGet "http://127.0.0.1:8000/": dial tcp 127.0.0.1:8000: connect: connection refused
   [2]\tGet "http://127.0.0.1:8000/": EOF
+"""
+
+
+VEGETA_REPORT = """{"latencies":{"total":5443210000,"mean":110000000,"50th":112520000,
+"90th":150000000,"95th":170000000,"99th":186910000,"max":240000000,"min":30000000},
+"bytes_in":{"total":0,"mean":0},"bytes_out":{"total":0,"mean":0},
+"earliest":"2026-11-30T08:27:40.1Z","latest":"2026-11-30T08:27:42.1Z",
+"end":"2026-11-30T08:27:42.2Z","duration":2000000000,"wait":100000000,"requests":560,
+"rate":280.0,"throughput":264.3,"success":0.98,"status_codes":{"200":549,"401":3,"0":8},
+"errors":["401 Unauthorized","Get \\"http://127.0.0.1:1/\\": connection refused"]}
 """
 
 
@@ -243,3 +255,90 @@ def test_a_wrong_answer_fails_its_row_loudly_and_the_run_goes_on() -> None:
     assert result.failed
     assert result.loaded is None
     assert "a tampered token got 200" in line(result)
+
+
+def test_vegeta_targets_give_each_request_its_own_token_and_the_forward_auth_headers() -> None:
+    text = vegeta.targets(
+        "http://127.0.0.1:8/v0/forward-auth", ["t1", "t2"], configs.forward_auth_headers
+    )
+    blocks = text.rstrip("\n").split("\n\n")
+
+    assert text.endswith("\n") and len(blocks) == 2
+    for block, token in zip(blocks, ["t1", "t2"], strict=True):
+        request, *headers = block.split("\n")
+        assert request == "GET http://127.0.0.1:8/v0/forward-auth"
+        assert headers == [
+            f"Authorization: Bearer {token}",
+            "X-Original-Method: GET",
+            f"X-Original-URI: {configs.RESOURCE}",
+        ]
+    with pytest.raises(ValueError, match="line break"):
+        vegeta.targets("http://h/", ["a\nGET http://evil/"], configs.forward_auth_headers)
+
+
+def test_vegeta_is_a_pinned_closed_loop_reading_its_targets_once() -> None:
+    argv = vegeta.attack_command(
+        Path("/vegeta"),
+        Path("run/0.targets"),
+        Path("run/0.bin"),
+        seconds=5,
+        concurrency=32,
+        cpus="1",
+        taskset="/usr/bin/taskset",
+    )
+
+    assert argv[:5] == ["/usr/bin/taskset", "-c", "1", "/vegeta", "attack"]
+    assert "-rate=0" in argv  # as fast as answered: a closed loop, like hey
+    assert "-workers=32" in argv and "-max-workers=32" in argv  # hey's -c 32
+    assert "-lazy" in argv  # used up, it stops: no token sent twice
+    assert {"-format=http", "-targets=run/0.targets", "-output=run/0.bin"} <= set(argv)
+    assert "-duration=5s" in argv
+
+
+def test_vegeta_report_counts_every_status_and_request_without_an_answer() -> None:
+    loaded, errors = vegeta.parse_report(VEGETA_REPORT)
+
+    assert loaded.rps == pytest.approx(264.3)  # throughput: answers 2xx per second
+    assert loaded.p50_ms == pytest.approx(112.52)
+    assert loaded.p99_ms == pytest.approx(186.91)
+    assert loaded.statuses == {200: 549, 401: 3}
+    assert loaded.errors == 8  # status 0: no answer
+    assert loaded.not_ok == 11
+    assert vegeta.RAN_OUT not in errors and len(errors) == 2
+    with pytest.raises(ValueError, match="not a vegeta report"):
+        vegeta.parse_report('{"requests": 0}')
+
+
+def test_fresh_tokens_are_shared_by_load_length_and_never_handed_out_twice() -> None:
+    pool = TokenPool([f"t{i}" for i in range(100)], planned_s=10, load_s=3)
+
+    warm_up, load = pool.take(2), pool.take(3)
+    rest = pool.take(10)  # more than is left: what is left
+
+    assert pool.per_second == 10
+    assert (len(warm_up), len(load), len(rest)) == (20, 30, 50)
+    assert len(set(warm_up + load + rest)) == 100
+    assert pool.take(1) == []
+
+
+def test_enough_fresh_tokens_by_default_for_the_uncached_rows_loads() -> None:
+    opts = parse_args(["--seconds", "10"])
+    short = parse_args(["--seconds", "2", "--uncached-tokens", "500"])
+
+    assert opts.uncached_seconds == 5  # capped: minting is slow
+    assert opts.uncached_planned_s == 2 * (2 + 5)  # both orders, warm-ups too
+    assert opts.uncached_tokens == tokens_needed(14, 1000) == 14_000
+    assert (short.uncached_seconds, short.uncached_tokens) == (2, 500)
+
+
+def test_the_uncached_row_fails_on_a_cache_hit_or_answers_without_authz() -> None:
+    answered = Loaded(300, 100, 190, {200: 1000})
+    honest = {"cache hits": 0, "cache misses": 1000, "authz verifications": 1001}
+    shared = honest | {"authz verifications": 30}  # one question for many answers
+    hit = honest | {"cache hits": 5}
+
+    notes, problems = judge_uncached(honest, answered)
+    assert problems == []
+    assert "cache hits 0" in notes and "authz verifications/answer 1.00" in notes
+    assert judge_uncached(shared, answered)[1] == ["only 0.03 authz verifications per answer"]
+    assert judge_uncached(hit, answered)[1] == ["the verdict cache answered"]
