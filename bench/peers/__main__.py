@@ -16,7 +16,7 @@ the first `--cores` CPUs (`taskset`), the load generator on the others, the same
 - authbus forward-auth (uncached): the same, the api as usual, loaded by vegeta with a token
   never seen before per request (the first request of each token): every lookup misses and
   asks authz over Kafka, one question per request (no single flight to share). Its load is
-  `--uncached-seconds` (default: --seconds, at most 5: minting is slow, ~75 tokens/s on 2
+  `--uncached-seconds` (default: --seconds, at most 5: minting is slow, ~80 tokens/s on 2
   busy cores); `--uncached-tokens` (default: 1,000 per second of its loads and warm-ups, both
   orders) are minted first, and a load that uses up its share fails rather than reuse one.
   Checked: cache hits 0, authz verifications per answer ~1. authz and Kafka are not pinned.

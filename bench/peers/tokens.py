@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from authbus_authz.admin.connection import AdminSettings, operator
+from authbus_shared import logs
 from authbus_shared.authz_client import Secret
 from authbus_shared.contracts.commands import NewToken
-from authbus_shared.settings import KafkaSettings
+from authbus_shared.settings import KafkaSettings, LogSettings
 
 from .procs import BenchError
 
@@ -96,6 +98,8 @@ def mint(
     """`count` new tokens for the account `email` (which exists, granted `scopes`)."""
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=topic_prefix)
     settings = AdminSettings(kafka=kafka, timeout_s=TIMEOUT_S)
+    quiet = LogSettings(level="WARNING", format="console")  # as `authbus-admin`
+    logs.configure(quiet, service="admin", instance=settings.instance_id, stream=sys.stderr)
     started = time.monotonic()
     tokens = asyncio.run(_mint(settings, email, scopes, count, in_flight))
     if len(set(tokens)) != count:
