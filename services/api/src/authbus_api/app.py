@@ -29,14 +29,14 @@ from authbus_api.http.body import install_body_handlers, limit_body
 from authbus_api.http.errors import ErrorStyle
 from authbus_api.http.forward_auth import Dialect, ForwardAuth
 from authbus_api.http.limits import EdgeLimits
-from authbus_api.http.router import ROUTE, ROUTED, Gateway, Router, principal_of
+from authbus_api.http.router import ROUTE, ROUTED, STATUS, Gateway, Router, principal_of
 from authbus_api.manage import Commands, Signup, management_routes, route_access
 from authbus_api.metrics import ApiMetrics
 from authbus_api.proxy import Upstreams
 from authbus_api.web.pages import page_access, settings_routes
 from authbus_api.web.render import Pages
 from authbus_shared.authz_client import AuthzKeys
-from authbus_shared.ops import OPS_PATHS, ASGIApp, Message, Receive, Scope, Send
+from authbus_shared.ops import OPS_PATHS, ASGIApp, Receive, Scope, Send
 
 log = structlog.get_logger(__name__)
 
@@ -255,20 +255,13 @@ def edge(app: ASGIApp, ops: ASGIApp, metrics: ApiMetrics) -> ASGIApp:
             await ops(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await app(scope, receive, send_status)
+            await app(scope, receive, send)  # the router notes the status in the scope
         finally:
             route = str(scope.get(ROUTE) or "unmatched")
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            metrics.request_count(route, method, str(status)).inc()
+            status = str(scope.get(STATUS, 500))
+            metrics.request_count(route, method, status).inc()
             metrics.request_time.observe(route, time.perf_counter() - started)
 
     return asgi

@@ -45,6 +45,7 @@ ROUTE = "authbus.route"  # scope key: the route template, for metrics (never the
 ROUTED = "authbus.routed"  # scope key: the `Routed` value
 FACTS = "authbus.facts"  # scope key: the request's `Facts`
 ADMITTED = "authbus.admitted"  # scope key: the `Admitted` value (the api's own routes)
+STATUS = "authbus.status"  # scope key: the answer's status once it started, for metrics
 
 
 @dataclass
@@ -66,18 +67,18 @@ class Router:
         if scope["type"] != "http":
             await self.framework(scope, receive, send)
             return
-        started = False
 
         async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                scope[STATUS] = message["status"]
             await send(message)
 
         try:
             await self._dispatch(scope, receive, tracked)
         except Exception:
             log.exception("request failed", path=scope.get("path"))
-            if not started:
+            if STATUS not in scope:
+                scope[STATUS] = 500
                 await self.style.send(send, Error.INTERNAL, lower_headers(scope["headers"]))
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
