@@ -43,6 +43,19 @@ class AuthzMetrics:
             ["reason"],
             registry=registry,
         )
+        self.record_reads = Counter(
+            "authz_record_cache_reads_total",
+            "Records a verification read, by kind (token, key, account) and result: hit "
+            "(from the cache), miss (from MongoDB), stale (from MongoDB: the changes feed was "
+            "not read recently enough to trust the cache).",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.record_entries = Gauge(
+            "authz_record_cache_entries",
+            "Records in the cache.",
+            registry=registry,
+        )
         self._outbox_and_usage(registry)
 
     def _outbox_and_usage(self, registry: CollectorRegistry) -> None:

@@ -22,6 +22,8 @@ from authbus_authz.core.issuing import CredentialCommands
 from authbus_authz.core.keyring import KeyService
 from authbus_authz.core.passwords import Passwords
 from authbus_authz.core.ports import CredentialStore
+from authbus_authz.core.reads import Reads
+from authbus_authz.core.records import RecordCache
 from authbus_authz.core.throttle import Throttle
 from authbus_authz.core.usage import PendingUses, Usage
 from authbus_authz.core.verifier import Verifier
@@ -31,6 +33,7 @@ from authbus_authz.heartbeat import beat
 from authbus_authz.last_used import LastUsed
 from authbus_authz.metrics import AuthzMetrics
 from authbus_authz.outbox import Outbox, Topics
+from authbus_authz.records_feed import changes_reader, record_cache
 from authbus_authz.settings import AuthzSettings
 from authbus_authz.stores.mongo import MongoStore, connect
 from authbus_shared.contracts import topics
@@ -91,9 +94,10 @@ async def start_store(
 
 
 def build_core(
-    settings: AuthzSettings, store: CredentialStore, keys: KeyService
+    settings: AuthzSettings, store: CredentialStore, keys: KeyService, reads: Reads | None = None
 ) -> tuple[Verifier, AccountCommands, CredentialCommands]:
-    """The core's services on the store, argon2 in threads, the wall clock."""
+    """The core's services on the store, argon2 in threads, the wall clock; the verifier reads
+    through `reads` (the record cache) when given."""
     hashing = settings.passwords
     passwords = Passwords(
         time_cost=hashing.time_cost, memory_kib=hashing.memory_kib, parallelism=hashing.parallelism
@@ -109,6 +113,7 @@ def build_core(
         clock=utcnow,
         issuer=settings.issuer,
         audience=settings.audience,
+        reads=reads,
     )
     accounts = AccountCommands(
         store=store,
@@ -140,9 +145,14 @@ def build_handlers(
     keys: KeyService,
     publisher: Publisher,
     metrics: AuthzMetrics,
+    *,
+    cache: RecordCache | None = None,
 ) -> AuthzHandlers:
     kafka = settings.kafka
-    verifier, accounts, credentials = build_core(settings, store, keys)
+    reads = None
+    if cache is not None:
+        reads = Reads(store, utcnow, cache, lambda k, r: metrics.record_reads.labels(k, r).inc())
+    verifier, accounts, credentials = build_core(settings, store, keys, reads)
     outbox = Outbox(
         store=store,
         publisher=publisher,
@@ -207,7 +217,8 @@ async def run(settings: AuthzSettings) -> int:
         publisher = Publisher(kafka, client_id=client_id, metrics=metrics.kafka)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
-        handlers = build_handlers(settings, store, keys, publisher, metrics)
+        cache = record_cache(settings, metrics)
+        handlers = build_handlers(settings, store, keys, publisher, metrics, cache=cache)
         for key in keys.ring.published:
             await _publish_key(
                 publisher, handlers.outbox.topics.keys, published(key), settings.instance_id
@@ -235,6 +246,11 @@ async def run(settings: AuthzSettings) -> int:
         )
         await keys_reader.start()
         stack.push_async_callback(keys_reader.stop)
+        changes = changes_reader(
+            kafka, handlers.outbox.topics.changes, cache, metrics.kafka, client_id
+        )
+        await changes.start()
+        stack.push_async_callback(changes.stop)
         consumer = GroupConsumer(
             kafka,
             group_id=f"{kafka.topic_prefix}authz",
@@ -252,6 +268,7 @@ async def run(settings: AuthzSettings) -> int:
 
         probes.live("consumer", lambda: consumer.alive)
         probes.live("keys_reader", lambda: keys_reader.alive)
+        probes.live("changes_reader", lambda: changes.alive)
         probes.live("outbox_relay", lambda: not relay.done())
         probes.live("last_used_retry", lambda: not retries.done())
         probes.live("changes_heartbeats", lambda: not heartbeats.done())
@@ -265,7 +282,15 @@ async def run(settings: AuthzSettings) -> int:
         log.info("authz started", ops_port=settings.ops.port, signing_kid=keys.ring.signing_kid)
 
         why = await until_stopped(
-            stop, server_task, consumer.task, keys_reader.task, rotation, relay, retries, heartbeats
+            stop,
+            server_task,
+            consumer.task,
+            keys_reader.task,
+            changes.task,
+            rotation,
+            relay,
+            retries,
+            heartbeats,
         )
         probes.stopping = True
         log.info("authz stopping", reason=why)

@@ -66,6 +66,34 @@ class UsageSettings(BaseModel):
     )
 
 
+class RecordCacheSettings(BaseModel):
+    """authz's cache of the records a verification reads (ADR 0019), invalidated by the
+    changes feed and used only while that feed is fresh."""
+
+    max_entries: int = Field(
+        default=100_000,
+        ge=0,
+        description="Token, key and account records kept (0: off, every check reads MongoDB).",
+    )
+    ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description="No record is kept longer than this: the safety net if an event were lost.",
+    )
+    bound_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=2000,
+        description="Records are used only while the changes feed has been read up to this "
+        "long ago (less the clock skew); else MongoDB is read. Keep it under the api's "
+        "AUTHBUS_API_STALENESS__BOUND_S: a revocation must reach authz before the api asks.",
+    )
+    clock_skew_ms: int = Field(
+        default=250, ge=0, le=5000, description="The most authz hosts' clocks differ by."
+    )
+
+
 class AuthzSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AUTHBUS_AUTHZ_")
 
@@ -114,6 +142,7 @@ class AuthzSettings(ServiceSettings):
     usage: UsageSettings = Field(default_factory=UsageSettings)
     ops: OpsSettings = Field(default_factory=lambda: OpsSettings(port=9101))
     passwords: PasswordHashing = Field(default_factory=PasswordHashing)
+    record_cache: RecordCacheSettings = Field(default_factory=RecordCacheSettings)
 
     @field_validator("key_encryption_key")
     @classmethod

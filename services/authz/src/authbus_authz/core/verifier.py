@@ -20,17 +20,19 @@ Algorithm, per credential kind:
 Scopes (A8, `scopes.py`): a valid token or key carries its own scopes that are inside the
 account's grant as read now; a password carries the whole grant.
 
-Consistency: reads the store on every call; caching verdicts is the api's job, bounded by
-`valid_until` and invalidated by change events. Every verdict carries `checked_at`, taken
-before the store is read, so it never postdates the state the verdict saw.
+Consistency: token, key and account records come through `reads.py`: from authz's record
+cache while its view of the changes feed is fresh (`records.py`, ADR 0019: a revocation
+acknowledged at `t` is not answered from it after `t + 1 s`), else from the store. Caching
+verdicts is the api's job, bounded by `valid_until` and invalidated by change events. Every
+verdict carries `checked_at`, taken before the store is read (for cached records: before they
+were read), so it never postdates the state the verdict saw. Passwords always read the store.
 Errors: store failures propagate as exceptions (the handler answers `RequestFailed`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -45,6 +47,7 @@ from authbus_authz.core.ports import (
     TokenRecord,
     TokenStore,
 )
+from authbus_authz.core.reads import Reads
 from authbus_authz.core.scopes import effective, normalized
 from authbus_authz.core.throttle import Block, Throttle, subject
 from authbus_authz.core.tokens import Claims, check_signature, issued_digest, unverified_kid
@@ -100,6 +103,10 @@ class Verifier:
     clock: Clock
     issuer: str
     audience: str
+    reads: Reads | None = field(default=None)  # None: the store, no cache
+
+    def __post_init__(self) -> None:
+        self._reads = self.reads or Reads(self.store, self.clock)
 
     def _denied(self, outcome: Outcome) -> CredentialVerified:
         return CredentialVerified(outcome=outcome, checked_at=self.clock())
@@ -127,8 +134,8 @@ class Verifier:
         if isinstance(claims, Outcome):
             return self._denied(claims)
         # Both reads at once: the signed claims already name the account.
-        record, account = await asyncio.gather(
-            self.store.token_by_id(claims.token_id), self.store.account_by_id(claims.account_id)
+        (record, token_read), (account, account_read) = await self._reads.token_and_account(
+            claims.token_id, claims.account_id
         )
         if (
             record is None
@@ -141,10 +148,11 @@ class Verifier:
             return self._denied(stale)
         if account is None or (email is not None and email_key(email) != account.email_key):
             return self._denied(Outcome.INVALID)
-        return self._token_verdict(account, record, claims, now=now)
+        as_of = min(now, token_read, account_read)
+        return self._token_verdict(account, record, claims, as_of=as_of)
 
     def _token_verdict(
-        self, account: Account, record: TokenRecord, claims: Claims, *, now: datetime
+        self, account: Account, record: TokenRecord, claims: Claims, *, as_of: datetime
     ) -> CredentialVerified:
         if account.disabled:
             return self._denied(Outcome.DISABLED)
@@ -160,7 +168,7 @@ class Verifier:
             credential_id=claims.token_id,
             valid_until=claims.expires_at,
             mfa="mfa" in record.amr,
-            checked_at=now,
+            checked_at=as_of,
         )
 
     # legacy keys -------------------------------------------------------------------------
@@ -168,8 +176,10 @@ class Verifier:
         now = self.clock()
         if not apikeys.well_formed(key):
             return self._denied(Outcome.INVALID)
-        record = await self.store.api_key_by_digest(apikeys.digest(key))
-        account = await self.store.account_by_id(record.account_id) if record else None
+        record, key_read = await self._reads.key(apikeys.digest(key))
+        account, account_read = (
+            await self._reads.account(record.account_id) if record else (None, now)
+        )
         if record is None or account is None or account.email_key != email_key(email):
             return self._denied(Outcome.INVALID)
         stale = _lapsed(record.revoked_at, record.expires_at, now)
@@ -185,7 +195,7 @@ class Verifier:
             credential_id=record.id,
             valid_until=record.expires_at,
             deprecated=True,
-            checked_at=now,
+            checked_at=min(now, key_read, account_read),
         )
 
     # passwords ---------------------------------------------------------------------------
