@@ -5,7 +5,7 @@ Run from the repository root (about 10 minutes with the defaults on 2 cores):
     .venv/bin/python -m bench.verify_over_kafka [--seconds 10] [--concurrency 8]
         [--rates 100,200] [--password-rates 10,20] [--arrivals poisson|fixed]
         [--authz 1,2] [--kinds bearer,key,password,password-wrong,password-unknown]
-        [--warmup 1] [--broker-warmup 10] [--linger-ms N] [--keep]
+        [--warmup 1] [--broker-warmup 10] [--linger-ms N] [--record-cache on|off] [--keep]
 
 What is measured: the round trip of `AuthzClient.verify(credential, partition_key=...)`, the
 call the api makes on a miss. The credential is sealed to authz's key and produced to
@@ -78,6 +78,11 @@ How to read the table:
   `GroupConsumer` as authz reads its requests: the request leg), `base:kafka0` (the same hop
   with linger 0; only when `--linger-ms` is not 0), `base:mongo` (one `find_one` by `_id`).
 
+`--record-cache off` turns authz's record cache off (ADR 0019: `AUTHBUS_AUTHZ_RECORD_CACHE__
+MAX_ENTRIES=0`), so every check reads MongoDB. With it on (the default) each kind's 64
+credentials are read from MongoDB once and then answered from the cache: the rows measure an
+authz that has seen the credential before (another api instance asked, or the api re-verifies),
+`off` one that has not.
 `--linger-ms` sets the producer linger on both sides: this asker, and authz through its
 setting `AUTHBUS_AUTHZ_KAFKA__LINGER_MS`. By default the project's default is left alone.
 Progress goes to stderr, the table to stdout, the services' logs to the run folder (kept with

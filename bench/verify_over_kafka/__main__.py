@@ -60,6 +60,8 @@ def run_fleet(cfg: infra.InfraConfig, authz: int, report: Report) -> None:
     env = {"KAFKA__TOPIC_PREFIX": f"bench{tag}.", "MONGO__DATABASE": f"bench_{tag}"}
     if report.opts.linger_ms is not None:
         env["KAFKA__LINGER_MS"] = str(report.opts.linger_ms)
+    if not report.opts.record_cache:
+        env["RECORD_CACHE__MAX_ENTRIES"] = "0"
     fleet = Fleet(cfg, counts, Ports(authz=free_port_run(authz)), env=env)
     with running(fleet, f"{authz} authz"):
         run_async(measure_fleet(fleet, env["KAFKA__TOPIC_PREFIX"], report))

@@ -34,6 +34,7 @@ class Options:
     broker_warmup: float
     linger_ms: int | None  # None: the project's default
     keep: bool
+    record_cache: bool = True  # authz's record cache (ADR 0019); off: every check reads MongoDB
 
     @property
     def concurrencies(self) -> tuple[int, ...]:
@@ -110,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--broker-warmup", type=float, default=10.0, help="seconds of Kafka hops before all rows")
     add("--linger-ms", type=int, default=None, help="producer linger, both sides (default: as is)")
     add("--keep", action="store_true", help="keep the run folder (logs)")
+    add(
+        "--record-cache",
+        choices=("on", "off"),
+        default="on",
+        help="authz's record cache (ADR 0019); off: every check reads MongoDB",
+    )
     return parser
 
 
@@ -132,4 +139,5 @@ def parse_args(argv: Sequence[str]) -> Options:
         broker_warmup=ns.broker_warmup,
         linger_ms=ns.linger_ms,
         keep=ns.keep,
+        record_cache=ns.record_cache == "on",
     )

@@ -52,7 +52,7 @@ class Report:
             f"load average at start {load_average()}",
             f"each row: {o.warmup:g} s warm-up at the same load (thrown away), then "
             f"{o.seconds:g} s; producer linger {o.kafka('-').linger_ms} ms; broker warmed up "
-            f"{o.broker_warmup:g} s first",
+            f"{o.broker_warmup:g} s first; authz record cache {'on' if o.record_cache else 'off'}",
             "load: closed:1 = closed loop, 1 in flight: unloaded latency;",
             f"      closed:{o.concurrency} = closed loop, {o.concurrency} in flight: saturation "
             "(throughput; its latency is mostly queueing);",
