@@ -2,6 +2,7 @@
 3), in one run.
 
     .venv/bin/python -m bench.api_hot_path [--seconds 10] [--concurrency 32] [--rounds 2]
+        [--cores 1] [--profile]
 
 The servers (`bench/hot_path_servers.py`), each one uvicorn worker in its own process,
 configured as the api's runner configures uvicorn:
@@ -24,6 +25,8 @@ the rounds and the targets, each met or missed:
 - issue #13: the gated check at >= 0.5x the raw ASGI hello's req/s, p99 <= 1.5x its p99;
 - issue #5: the gated check at >= 1.0x the bare FastAPI hello's req/s, p99 <= 2x its p99;
 - and the gateway's cost against the plain proxy (a ratio, no target).
+`--profile` samples the two api rows with py-spy in the first round and prints where their
+time goes, by layer and by function (`bench/hot_path_profile.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +48,7 @@ from pathlib import Path
 import httpx
 
 from authbus_dev.ports import free_port
+from bench import hot_path_profile
 from bench.hot_path_servers import FASTAPI, GATED, GATEWAY, PROXY, RAW
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,24 +159,32 @@ def load(port: int, name: str, how: Load) -> dict[str, float]:
 
 
 @contextmanager
-def server(name: str, pinned: list[str], upstream: str = "") -> Iterator[int]:
-    """One server (`bench.hot_path_servers`) on a free port, stopped on the way out."""
+def server(name: str, pinned: list[str], upstream: str = "") -> Iterator[tuple[int, int]]:
+    """One server (`bench.hot_path_servers`) on a free port, stopped on the way out: its
+    port and pid (`taskset` execs the server: the same process)."""
     port = free_port()
     command = [sys.executable, "-m", "bench.hot_path_servers", name, str(port), upstream]
     process = subprocess.Popen(pinned + command, cwd=REPO)
     try:
         wait_up(port, PATHS.get(name, "/"), HEADERS.get(name, {}))  # gated: now cached
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         process.wait(10)
 
 
-def measure(name: str, how: Load, upstream: str) -> dict[str, float]:
+def measure(name: str, how: Load, upstream: str, profile: Path | None = None) -> dict[str, float]:
+    """One row: a warm-up thrown away, then the load (sampled by py-spy into `profile`)."""
     pin = how.pinning.server_cmd([])
-    with server(name, pin, upstream) as port:
+    with server(name, pin, upstream) as (port, pid):
         load(port, name, Load(2, how.concurrency, how.pinning))  # warm-up, thrown away
-        return load(port, name, how)
+        if profile is None:
+            return load(port, name, how)
+        sampler = hot_path_profile.record(pid, how.seconds - 1, profile, how.pinning.load_cmd([]))
+        try:
+            return load(port, name, how)
+        finally:
+            sampler.wait(30)
 
 
 def mean(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -218,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cores", type=int, default=1, help="CPUs for the server under test")
+    parser.add_argument("--profile", action="store_true", help="py-spy the api rows (round 1)")
     opts = parser.parse_args(args)
     how = Load(opts.seconds, opts.concurrency, Pinning.split(opts.cores))
     ensure_hey()
@@ -229,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"command: python -m bench.api_hot_path {' '.join(args)}\n")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in ROWS}
-    with server(RAW, how.pinning.load_cmd([])) as upstream_port:
+    profiles = {name: Path(tempfile.mkdtemp()) / "stacks.txt" for name in (GATED, GATEWAY)}
+    with server(RAW, how.pinning.load_cmd([])) as (upstream_port, _):
         upstream = f"http://127.0.0.1:{upstream_port}"
         for round_ in range(opts.rounds):
             order = ROWS if round_ % 2 == 0 else tuple(reversed(ROWS))
             for name in order:
-                runs[name].append(measure(name, how, upstream))
+                sampled = profiles.get(name) if opts.profile and round_ == 0 else None
+                runs[name].append(measure(name, how, upstream, sampled))
     print(f"{'server (round)':<30}" + "".join(f"{c:>13}" for c in COLUMNS))
     for round_ in range(opts.rounds):
         raw = runs[RAW][round_]
@@ -247,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in verdicts(results):
         print(line)
+    if opts.profile:
+        for name, stacks in profiles.items():
+            print(f"\nwhere the time goes: {name} (py-spy, round 1; raw stacks: {stacks})")
+            lines = stacks.read_text().splitlines() if stacks.exists() else []
+            print("\n".join(hot_path_profile.summary(lines)))
     return 0
 
 
