@@ -11,7 +11,9 @@ set size (`VmRSS`). The verdicts look like authz's: a 32-hex account id, an emai
 an expiry and a check time.
 
 Printed per N: RSS in MiB, the growth over N = 0, and bytes per cached credential (rate
-state included), with the largest allocation sites for the biggest N (tracemalloc, `--trace`).
+state included), split into the verdict cache's share (a second process that only
+identifies) and the rate state's; with the largest allocation sites for the biggest N
+(tracemalloc, `--trace`).
 Target (issue #13): at most 600 bytes per cached credential, at most 150 MiB RSS at 100,000.
 """
 
@@ -26,6 +28,7 @@ import sys
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
+from typing import TypedDict
 
 from prometheus_client import CollectorRegistry
 
@@ -122,12 +125,21 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def fill(count: int, trace: bool) -> dict[str, object]:
+class Filled(TypedDict):
+    count: int
+    rss: int  # bytes
+    cached: int
+    top: list[str]  # the largest allocation sites (`--trace`)
+
+
+async def fill(count: int, trace: bool, rate: bool = True) -> Filled:
     held = gate(max(count, 1))
     if trace:
         tracemalloc.start()
     for i in range(count):
         who = await held.identify(f"Bearer tok-{i}", "127.0.0.1")
+        if not rate:
+            continue
         rated = await held.rate(who, ROUTE)  # type: ignore[arg-type]
         if not isinstance(rated, dict):
             raise RuntimeError(f"credential {i}: {who!r} {rated!r}")
@@ -139,8 +151,18 @@ async def fill(count: int, trace: bool) -> dict[str, object]:
     return {"count": count, "rss": rss_bytes(), "cached": len(held.cache), "top": top}
 
 
-def child(count: int, trace: bool) -> None:
-    print(json.dumps(asyncio.run(fill(count, trace))))
+def child(count: int, trace: bool, rate: bool) -> None:
+    print(json.dumps(asyncio.run(fill(count, trace, rate))))
+
+
+def measured(count: int, trace: bool, rate: bool = True) -> Filled:
+    """`fill` in a fresh process."""
+    command = [sys.executable, "-m", "bench.cache_memory", "--child", str(count)]
+    command += ["--trace"] if trace and count else []
+    command += [] if rate else ["--no-rate"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800)
+    result: Filled = json.loads(done.stdout)
+    return result
 
 
 def main() -> None:
@@ -148,25 +170,23 @@ def main() -> None:
     parser.add_argument("--counts", default="0,100000,1000000")
     parser.add_argument("--trace", action="store_true", help="allocation sites (slower)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-rate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child, args.trace)
+        child(args.child, args.trace, not args.no_rate)
         return
-    rows = []
-    for count in (int(c) for c in args.counts.split(",")):
-        command = [sys.executable, "-m", "bench.cache_memory", "--child", str(count)]
-        if args.trace and count:
-            command.append("--trace")
-        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1800)
-        rows.append(json.loads(done.stdout))
+    counts = [int(c) for c in args.counts.split(",")]
+    rows = [measured(count, args.trace) for count in counts]
+    alone = [measured(count, False, rate=False) for count in counts]  # the verdicts alone
     base = rows[0]["rss"] if rows[0]["count"] == 0 else 0
-    print(f"{'cached':>10} {'RSS MiB':>9} {'growth MiB':>11} {'B/credential':>13}")
-    for row in rows:
-        growth = row["rss"] - base
-        per = growth / row["count"] if row["count"] else 0
-        print(
-            f"{row['cached']:>10,} {row['rss'] / 2**20:>9.1f} {growth / 2**20:>11.1f} {per:>13.0f}"
-        )
+    header = ("cached", "RSS MiB", "growth MiB", "B/credential", "of it: verdict", "rate state")
+    print(f"{header[0]:>10}" + "".join(f"{h:>15}" for h in header[1:]))
+    for row, verdicts in zip(rows, alone, strict=True):
+        count, rss = row["count"], row["rss"]
+        per = (rss - base) / count if count else 0
+        cache_only = (verdicts["rss"] - base) / count if count else 0
+        figures = (rss / 2**20, (rss - base) / 2**20, per, cache_only, per - cache_only)
+        print(f"{row['cached']:>10,}" + "".join(f"{f:>15,.1f}" for f in figures))
     if rows[-1]["top"]:
         print(f"\nlargest allocation sites at {rows[-1]['count']:,} (bytes per credential):")
         print("\n".join(rows[-1]["top"]))
