@@ -12,7 +12,8 @@ configured as the api's runner configures uvicorn:
   credential, a rate check and the credential's use recorded;
 - `gateway (proxied)`: the same app serving `GET /v1/things/42` itself: the same checks,
   then the request goes on to an upstream (a raw ASGI hello in a process of its own);
-- `plain httpx proxy`: the same upstream behind a proxy that checks nothing.
+- `plain aiohttp proxy` and `plain httpx proxy`: the same upstream behind a proxy that checks
+  nothing (aiohttp: the client the gateway uses; httpx: the issue's baseline).
 Pinning (on 2 or more cores): every server runs on the last `--cores` CPUs (`taskset`), the
 load generator and the upstream on the others, so the server under test has its cores to
 itself. Each server is loaded by `hey` (Go, fetched into `.cache/go`) for `--seconds` at
@@ -24,7 +25,7 @@ Printed per row and round: requests per second, p50 and p99 latency (hey's); the
 the rounds and the targets, each met or missed:
 - issue #13: the gated check at >= 0.5x the raw ASGI hello's req/s, p99 <= 1.5x its p99;
 - issue #5: the gated check at >= 1.0x the bare FastAPI hello's req/s, p99 <= 2x its p99;
-- and the gateway's cost against the plain proxy (a ratio, no target).
+- and the gateway's cost against the plain proxies (ratios, no target).
 `--profile` samples the two api rows with py-spy in the first round and prints where their
 time goes, by layer and by function (`bench/hot_path_profile.py`).
 """
@@ -49,16 +50,16 @@ import httpx
 
 from authbus_dev.ports import free_port
 from bench import hot_path_profile
-from bench.hot_path_servers import FASTAPI, GATED, GATEWAY, PROXY, RAW
+from bench.hot_path_servers import AIOHTTP_PROXY, FASTAPI, GATED, GATEWAY, PROXY, RAW
 
 REPO = Path(__file__).resolve().parents[1]
 GO_CACHE = REPO / ".cache" / "go"
 HEY = GO_CACHE / "bin" / "hey"
 HEY_MODULE = "github.com/rakyll/hey@v0.1.4"
 TOKEN = "bench-token"
-ROWS = (RAW, FASTAPI, GATED, GATEWAY, PROXY)
+ROWS = (RAW, FASTAPI, GATED, GATEWAY, AIOHTTP_PROXY, PROXY)
 PATHS = {RAW: "/", FASTAPI: "/hello", GATED: "/v0/forward-auth", GATEWAY: "/v1/things/42"}
-PATHS[PROXY] = "/v1/things/42"
+PATHS[PROXY] = PATHS[AIOHTTP_PROXY] = "/v1/things/42"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 HEADERS: dict[str, dict[str, str]] = {
     GATED: BEARER
@@ -211,7 +212,7 @@ def verdicts(results: dict[str, dict[str, float]]) -> list[str]:
     ok = not gated["non200"]
     issue13 = ok and gated["rps"] >= 0.5 * raw["rps"] and gated["p99"] <= 1.5 * raw["p99"]
     issue5 = ok and gated["rps"] >= fastapi["rps"] and gated["p99"] <= 2 * fastapi["p99"]
-    gateway, proxy = results[GATEWAY], results[PROXY]
+    gateway, proxy, httpx_proxy = results[GATEWAY], results[AIOHTTP_PROXY], results[PROXY]
     return [
         f"gated {gated['rps'] / raw['rps']:.2f}x the raw hello's req/s, p99 "
         f"{gated['p99'] / raw['p99']:.2f}x (issue #13 target: >= 0.5x, <= 1.5x): "
@@ -219,8 +220,9 @@ def verdicts(results: dict[str, dict[str, float]]) -> list[str]:
         f"gated {gated['rps'] / fastapi['rps']:.2f}x the bare FastAPI hello's req/s, p99 "
         f"{gated['p99'] / fastapi['p99']:.2f}x (issue #5 target: >= 1.0x, <= 2x): "
         + ("met" if issue5 else "MISSED"),
-        f"gateway {gateway['rps'] / proxy['rps']:.2f}x the plain httpx proxy's req/s, p99 "
-        f"{gateway['p99'] / proxy['p99']:.2f}x (no target)",
+        f"gateway {gateway['rps'] / proxy['rps']:.2f}x the plain aiohttp proxy's req/s, p99 "
+        f"{gateway['p99'] / proxy['p99']:.2f}x; {gateway['rps'] / httpx_proxy['rps']:.2f}x the "
+        f"plain httpx proxy's, p99 {gateway['p99'] / httpx_proxy['p99']:.2f}x (no target)",
     ]
 
 

@@ -11,8 +11,10 @@
   policy of 100,000,000 per minute, so nothing is refused; every request records its
   credential's use in the real usage reporter (never started: nothing is published). authz
   and the lease owner are in-memory stand-ins (no Kafka): the hot path asks neither.
-- `plain httpx proxy`: an ASGI app that sends every request on to UPSTREAM with httpx,
-  streaming the answer back, and checks nothing: what the gateway costs beyond forwarding.
+- `plain httpx proxy` and `plain aiohttp proxy`: an ASGI app that sends every request on to
+  UPSTREAM (with httpx, the issue's baseline; with aiohttp, the client the gateway uses, with
+  its pool), streams the answer back and checks nothing: what the gateway costs beyond
+  forwarding.
 
 Every server runs under uvicorn as the api's runner configures it (`runner.http_config`):
 uvloop, no access log, no proxy-header handling, no server header.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
+import aiohttp
 import httpx
 import uvicorn
 from fastapi import FastAPI
@@ -43,7 +46,7 @@ from authbus_api.http.errors import ErrorStyle
 from authbus_api.http.limits import EdgeLimits
 from authbus_api.http.server import edge_protocol
 from authbus_api.metrics import ApiMetrics
-from authbus_api.proxy import HOP_BY_HOP, Upstreams
+from authbus_api.proxy import AUTO_HEADERS, HOP_BY_HOP, KEEP_ALIVE_S, POOL_SIZE, Upstreams
 from authbus_api.rate import RateLimiter
 from authbus_api.usage import UsageReporter
 from authbus_ratelimit.core.leases import LeaseBook
@@ -70,6 +73,7 @@ FASTAPI = "bare FastAPI hello"
 GATED = "gated forward-auth"
 GATEWAY = "gateway (proxied)"
 PROXY = "plain httpx proxy"
+AIOHTTP_PROXY = "plain aiohttp proxy"
 API = (GATED, GATEWAY)  # the rows served by the api app
 
 
@@ -186,7 +190,12 @@ def gated_app(upstream: str) -> ASGIApp:
 
 def plain_proxy(upstream: str) -> ASGIApp:
     """Every request sent on to `upstream` with httpx, the answer streamed back."""
-    client = httpx.AsyncClient(base_url=upstream, timeout=10.0)
+    limits = httpx.Limits(
+        max_connections=POOL_SIZE,
+        max_keepalive_connections=POOL_SIZE,
+        keepalive_expiry=KEEP_ALIVE_S,
+    )  # the gateway's pool
+    client = httpx.AsyncClient(base_url=upstream, timeout=10.0, limits=limits)
 
     async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -208,12 +217,45 @@ def plain_proxy(upstream: str) -> ASGIApp:
     return proxy
 
 
+def plain_aiohttp_proxy(upstream: str) -> ASGIApp:
+    """The same with aiohttp's client, as the gateway forwards (its pool and options)."""
+    session: list[aiohttp.ClientSession] = []  # made in the server's loop
+
+    async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if not session:
+            connector = aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=KEEP_ALIVE_S)
+            session.append(aiohttp.ClientSession(connector=connector, auto_decompress=False))
+        query = scope["query_string"].decode("latin-1")
+        url = upstream + scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
+        sent = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k not in (b"host", b"content-length")
+        ]
+        async with session[0].request(
+            scope["method"], url, headers=sent, skip_auto_headers=AUTO_HEADERS
+        ) as answer:
+            headers = [
+                (k, v) for k, v in answer.raw_headers if k.lower().decode() not in HOP_BY_HOP
+            ]
+            start = {"type": "http.response.start", "status": answer.status, "headers": headers}
+            await send(start)
+            async for chunk in answer.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return proxy
+
+
 SERVERS: dict[str, Callable[[str], ASGIApp]] = {
     RAW: lambda upstream: raw_hello,
     FASTAPI: fastapi_hello,
     GATED: gated_app,
     GATEWAY: gated_app,
     PROXY: plain_proxy,
+    AIOHTTP_PROXY: plain_aiohttp_proxy,
 }
 
 

@@ -1,6 +1,11 @@
 """The gateway's forwarding (SPEC G2): a checked request goes on to its route's upstream.
 
-- Bodies stream both ways (httpx): nothing is buffered whole.
+- Bodies stream both ways (aiohttp's client): nothing is buffered whole. aiohttp, not httpx:
+  through httpx the gateway topped out at a few hundred requests a second per process, its
+  pool's bookkeeping growing with the requests in flight (`bench.api_hot_path`, issue #13).
+- Nothing is added on the way: no `User-Agent`, `Accept`, `Accept-Encoding` or
+  `Content-Type` of the client library's own, and bodies are passed as they are (no
+  decompression).
 - Hop-by-hop headers (RFC 9110 7.6.1: Connection and what it names, Keep-Alive, TE, Trailer,
   Transfer-Encoding, Upgrade, Proxy-*) are not forwarded, either way.
 - The caller's credential (`Authorization`) does not reach the upstream; identity headers do
@@ -14,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 
-import httpx
+import aiohttp
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
+from yarl import URL
 
 from authbus_api.core.access import Principal
 from authbus_api.core.identity import identity_headers
@@ -72,16 +78,35 @@ def upstream_headers(request: Request, who: Principal | None) -> list[tuple[str,
     ]
 
 
+AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")  # never added
+POOL_SIZE = 512  # connections to all upstreams together, kept alive while idle
+KEEP_ALIVE_S = 30.0
+
+
 class Upstreams:
-    """One connection pool for every upstream."""
+    """One connection pool for every upstream (made on first use, in the running loop)."""
 
     def __init__(self, timeout_s: float) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
         )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=KEEP_ALIVE_S)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,
+                trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the clients' cookies are theirs
+            )
+        return self._session
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def forward(
         self,
@@ -102,21 +127,21 @@ class Upstreams:
         has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or (
             "content-length" in request.headers or "transfer-encoding" in request.headers
         )
-        outgoing = self._client.build_request(
-            request.method,
-            url,
-            headers=upstream_headers(request, who),
-            content=_body(request) if has_body else None,
-        )
         try:
-            answer = await self._client.send(outgoing, stream=True)
-        except httpx.HTTPError as exc:
+            answer = await self._client().request(
+                request.method,
+                URL(url, encoded=True),  # sent as judged: no re-quoting
+                headers=upstream_headers(request, who),
+                data=_body(request) if has_body else None,
+                allow_redirects=False,
+                skip_auto_headers=AUTO_HEADERS,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamFailed(f"{type(exc).__name__}: {upstream}") from exc
-        headers = _end_to_end(answer.headers.multi_items(), answer.headers.get("connection"))
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.raw_headers]
+        headers = _end_to_end(raw, answer.headers.get("connection"))
         response = StreamingResponse(
-            _stream(answer),
-            status_code=answer.status_code,
-            background=BackgroundTask(answer.aclose),
+            _stream(answer), status_code=answer.status, background=BackgroundTask(_release, answer)
         )
         response.raw_headers = [
             *[
@@ -135,9 +160,17 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _stream(answer: httpx.Response) -> AsyncIterator[bytes]:
+async def _release(answer: aiohttp.ClientResponse) -> None:
+    """After the answer (also when the client left mid-way and the stream was cancelled).
+    A coroutine: Starlette runs a plain function in a worker thread, a thread hop per request."""
+    answer.release()
+
+
+async def _stream(answer: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     try:
-        async for chunk in answer.aiter_raw():
+        async for chunk in answer.content.iter_any():
             yield chunk
-    except httpx.HTTPError:
+    except (aiohttp.ClientError, TimeoutError):
         return  # the upstream broke off mid-answer: end the body (the status is already out)
+    finally:
+        answer.release()  # back to the pool when read whole, else the connection is closed
