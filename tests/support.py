@@ -154,12 +154,13 @@ async def raw_http(
                 writer.write(conn.send(h11.Data(data=body)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
-            return await _answer(conn, reader)
+            return await read_answer(conn, reader)
         finally:
             writer.close()
 
 
-async def _answer(conn: h11.Connection, reader: asyncio.StreamReader) -> RawAnswer:
+async def read_answer(conn: h11.Connection, reader: asyncio.StreamReader) -> RawAnswer:
+    """The answer to a request sent through `conn`, read from `reader`."""
     status, found, parts = 0, dict[str, str](), list[bytes]()
     while True:
         event = conn.next_event()

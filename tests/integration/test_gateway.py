@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import h11
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -29,7 +30,7 @@ from authbus_shared.authz_client import AuthzKeys
 from authbus_shared.ops import Probes, Receive, Scope, Send, ops_app
 from tests.api_twins import VALID, ScriptedAuthz, twin_gate
 from tests.path_variants import ROUTES_TOML, VARIANTS, Variant
-from tests.support import raw_http, serving
+from tests.support import raw_http, read_answer, serving
 
 JSON = {"Accept": "application/json"}
 TOKEN = {"Authorization": "Bearer good"}
@@ -66,6 +67,7 @@ async def slow(request: Request) -> Response:
 UPSTREAM = Starlette(
     routes=[
         Route("/v1/echo/{id}", echo, methods=["GET", "POST", "PUT"]),
+        Route("/v1/small/{id}", echo, methods=["POST"]),
         Route("/v1/writes/{id}", echo, methods=["GET", "POST"]),  # e2e: a 5/min route
         Route("/v1/stream", stream),
         Route("/v1/slow", slow),
@@ -82,6 +84,12 @@ path = "/v1/echo/{{id}}"
 methods = ["get", "POST"]
 upstream = "{upstream}"
 scopes = ["read"]
+
+[[route]]
+path = "/v1/small/{{id}}"
+methods = ["POST"]
+upstream = "{upstream}"
+max_body_bytes = 1024
 
 [[route]]
 path = "/v1/stream"
@@ -171,6 +179,32 @@ async def test_a_request_body_goes_through(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/echo/1", headers=TOKEN, content=body())
 
     assert response.json()["body"] == "hello streamed world"
+
+
+async def test_a_streamed_body_over_the_route_s_limit_is_a_413_mid_upload(
+    client: httpx.AsyncClient,
+) -> None:
+    """No length declared: the body is counted as it streams upstream, and refused with the
+    catalog's 413 (E5), not taken for an upstream failure (503)."""
+    host, _, port = str(client.base_url).removeprefix("http://").rstrip("/").partition(":")
+    conn = h11.Connection(h11.CLIENT)
+    head = [("Host", host), ("Transfer-Encoding", "chunked"), *TOKEN.items(), *JSON.items()]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(conn.send(h11.Request(method="POST", target="/v1/small/1", headers=head)))
+        for _ in range(8):
+            writer.write(conn.send(h11.Data(data=b"x" * 512)))
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
+        answer = await asyncio.wait_for(read_answer(conn, reader), 10)
+    finally:
+        writer.close()
+    assert answer.status == 413
+    assert json.loads(answer.body)["code"] == "413"
+    assert answer.headers["connection"] == "close"
+    small = await client.post("/v1/small/1", headers=TOKEN | JSON, content=b"y" * 100)
+    assert small.status_code == 200
+    assert small.json()["body"] == "y" * 100
 
 
 async def test_a_streamed_answer_arrives_whole(client: httpx.AsyncClient) -> None:

@@ -127,16 +127,19 @@ class Upstreams:
         has_body = request.method not in ("GET", "HEAD", "OPTIONS", "DELETE") or (
             "content-length" in request.headers or "transfer-encoding" in request.headers
         )
+        refused: list[Exception] = []  # why reading the client's body failed, if it did
         try:
             answer = await self._client().request(
                 request.method,
                 URL(url, encoded=True),  # sent as judged: no re-quoting
                 headers=upstream_headers(request, who),
-                data=_body(request) if has_body else None,
+                data=_body(request, refused) if has_body else None,
                 allow_redirects=False,
                 skip_auto_headers=AUTO_HEADERS,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if refused:  # the body's own refusal (a 413...), which aiohttp wraps: raised as is
+                raise refused[0] from exc
             raise UpstreamFailed(f"{type(exc).__name__}: {upstream}") from exc
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.raw_headers]
         headers = _end_to_end(raw, answer.headers.get("connection"))
@@ -154,10 +157,16 @@ class Upstreams:
         return response
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream():
-        if chunk:
-            yield chunk
+async def _body(request: Request, refused: list[Exception]) -> AsyncIterator[bytes]:
+    """The client's body as it arrives; an error reading it (the edge's body limits raise
+    `BodyRefused`) is noted in `refused` before it goes on into aiohttp."""
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                yield chunk
+    except Exception as exc:
+        refused.append(exc)
+        raise
 
 
 async def _release(answer: aiohttp.ClientResponse) -> None:

@@ -23,8 +23,9 @@ Errors: a refusal while the app reads is raised from `receive` as `BodyRefused`.
 `HTTPException`, which FastAPI lets through when it reads a body (any other error becomes its
 own 400); `install_body_handlers` makes a FastAPI app answer it with its catalog entry and
 `Connection: close`. One that escapes the app before an answer began is answered here; after,
-the connection can only be closed (the server does so when the exception reaches it). httpx
-lets an exception raised by a streamed request body through unchanged (the gateway).
+the connection can only be closed (the server does so when the exception reaches it). The
+gateway's client (aiohttp) wraps an exception raised by a streamed request body; the gateway
+raises the body's own exception again (`proxy._body`).
 """
 
 from __future__ import annotations
