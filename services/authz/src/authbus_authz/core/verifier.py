@@ -21,8 +21,8 @@ Scopes (A8, `scopes.py`): a valid token or key carries its own scopes that are i
 account's grant as read now; a password carries the whole grant.
 
 Consistency: token, key and account records come through `reads.py`: from authz's record
-cache while its view of the changes feed is fresh (`records.py`, ADR 0019: a revocation
-acknowledged at `t` is not answered from it after `t + 1 s`), else from the store. Caching
+cache while its view of the changes feed is fresh (`records.py`, whose docstring and ADR 0019
+state the bound on a revocation), else from the store. Caching
 verdicts is the api's job, bounded by `valid_until` and invalidated by change events. Every
 verdict carries `checked_at`, taken before the store is read (for cached records: before they
 were read), so it never postdates the state the verdict saw. Passwords always read the store.
